@@ -1,0 +1,7 @@
+"""CLI commands: lpcam (placeholder until implemented)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""

@@ -1,0 +1,1 @@
+"""Dataset readers, the synthetic benchmark, transforms and mask/label IO."""

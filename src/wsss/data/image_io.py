@@ -1,0 +1,134 @@
+"""Reading images and masks robustly, and writing palette masks atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from wsss.data.base import IGNORE_INDEX, voc_palette
+from wsss.errors import DataError
+from wsss.utils.io import atomic_path
+
+
+def _open(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        img = Image.open(path)
+        img.load()  # force decoding now so truncated files fail here, not later
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: unreadable or truncated image ({e})") from e
+    return img
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read any image as RGB ``H×W×3`` ``uint8``.
+
+    Grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images are converted; 16-bit
+    values are scaled to 8 bits rather than clipped.
+    """
+    path = Path(path)
+    img = _open(path)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0
+        arr = np.clip(np.round(arr / top * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(arr[..., None], 3, axis=2)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def read_mask(
+    path: str | os.PathLike,
+    num_classes: int | None = None,
+    palette: np.ndarray | None = None,
+) -> np.ndarray:
+    """Read a segmentation mask as ``H×W`` ``uint8`` class indices (255 = ignore).
+
+    Palette (``P``) and grayscale (``L``) PNGs are taken as indices. RGB images are decoded
+    through ``palette`` (VOC colours by default); the boundary colour (index 255) maps to 255
+    and any other unknown colour is an error naming the file.
+
+    Args:
+        path: Mask file.
+        num_classes: Number of foreground classes C; if given, indices above C other than 255
+            are an error.
+        palette: ``256×3`` colour table for RGB masks.
+    """
+    path = Path(path)
+    img = _open(path)
+    if img.mode in ("P", "L"):
+        mask = np.asarray(img, dtype=np.uint8).copy()
+    elif img.mode in ("I", "I;16", "I;16B", "I;16L"):
+        arr = np.asarray(img)
+        if arr.max(initial=0) > 255:
+            raise DataError(f"{path}: mask values above 255 (max {int(arr.max())})")
+        mask = arr.astype(np.uint8)
+    elif img.mode in ("RGB", "RGBA"):
+        mask = decode_rgb_mask(np.asarray(img.convert("RGB")), palette, num_classes, path)
+    else:
+        raise DataError(f"{path}: unsupported mask mode {img.mode!r} (use palette or gray PNG)")
+    if num_classes is not None:
+        bad = (mask > num_classes) & (mask != IGNORE_INDEX)
+        if bad.any():
+            ids = sorted(int(v) for v in np.unique(mask[bad]))
+            raise DataError(
+                f"{path}: mask has class ids {ids} outside 0..{num_classes} (and 255 = ignore)"
+            )
+    return mask
+
+
+def decode_rgb_mask(
+    rgb: np.ndarray,
+    palette: np.ndarray | None = None,
+    num_classes: int | None = None,
+    path: str | os.PathLike = "<array>",
+) -> np.ndarray:
+    """Map an ``H×W×3`` colour mask to indices through ``palette``; unknown colours raise."""
+    palette = voc_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
+    n = palette.shape[0] if num_classes is None else min(num_classes + 1, palette.shape[0])
+    codes = rgb[..., 0].astype(np.int64) << 16 | rgb[..., 1].astype(np.int64) << 8 | rgb[..., 2]
+    table = {}
+    for i in range(n):
+        r, g, b = (int(v) for v in palette[i])
+        table.setdefault(r << 16 | g << 8 | b, i)
+    boundary = palette[IGNORE_INDEX] if palette.shape[0] > IGNORE_INDEX else (224, 224, 192)
+    table[int(boundary[0]) << 16 | int(boundary[1]) << 8 | int(boundary[2])] = IGNORE_INDEX
+    uniq, inverse = np.unique(codes, return_inverse=True)
+    lut = np.empty(len(uniq), dtype=np.uint8)
+    for j, code in enumerate(uniq):
+        if int(code) not in table:
+            colour = ((code >> 16) & 255, (code >> 8) & 255, code & 255)
+            raise DataError(f"{path}: colour {tuple(int(c) for c in colour)} is not in the palette")
+        lut[j] = table[int(code)]
+    return lut[inverse].reshape(codes.shape)
+
+
+def write_mask(
+    path: str | os.PathLike, mask: np.ndarray, palette: np.ndarray | None = None
+) -> None:
+    """Write an ``H×W`` index mask as a palette PNG (VOC colours by default), atomically."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be H×W, got shape {mask.shape}")
+    img = Image.fromarray(mask.astype(np.uint8), mode="P")
+    palette = voc_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
+    img.putpalette(palette.reshape(-1).tolist())
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> None:
+    """Write an RGB ``H×W×3`` ``uint8`` image (format from the suffix), atomically."""
+    path = Path(path)
+    img = Image.fromarray(np.asarray(image, dtype=np.uint8), mode="RGB")
+    fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else None
+    with atomic_path(path) as tmp:
+        if fmt == "JPEG":
+            img.save(tmp, format="JPEG", quality=quality)
+        else:
+            img.save(tmp, format=(path.suffix.lstrip(".").upper() or "PNG"))

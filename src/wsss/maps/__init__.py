@@ -1,0 +1,1 @@
+"""Class-map inference (CAM, LPCAM, saliency) and map files."""

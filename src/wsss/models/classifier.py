@@ -1,0 +1,115 @@
+"""The CAM classifier: backbone, 1×1 class head without bias, global average pooling."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from wsss.models.backbone import backbone_channels, create_backbone
+
+
+@dataclass
+class CAMOutput:
+    """What :class:`CAMClassifier` returns.
+
+    Attributes:
+        logits: ``B×C`` class logits, ``GAP(maps)``.
+        maps: ``B×C×h×w`` raw (pre-ReLU) class activation maps, or None if not requested.
+        features: ``B×D×h×w`` last-stage backbone features (post-ReLU for ResNets), or None.
+        stages: every backbone stage, shallow to deep, or None if not requested.
+    """
+
+    logits: torch.Tensor
+    maps: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+    stages: list[torch.Tensor] | None = None
+
+
+class CAMClassifier(nn.Module):
+    """Multi-label classifier whose head doubles as a class-activation-map generator.
+
+    ``maps = head(F)`` with a bias-free 1×1 convolution, ``logits = GAP(maps)``, which equals
+    ``head(GAP(F))``. Probabilities are ``sigmoid(logits)`` (multi-label).
+
+    Args:
+        backbone: timm model name.
+        num_classes: Number of foreground classes C.
+        output_stride: 16 (default) or 8.
+        pretrained: ImageNet weights via timm (needs the network).
+        weights: Local backbone weights file; implies pretrained.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        num_classes: int = 20,
+        output_stride: int = 16,
+        pretrained: bool = False,
+        weights: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone_name = backbone
+        self.num_classes = num_classes
+        self.output_stride = output_stride
+        self.backbone = create_backbone(backbone, output_stride, pretrained, weights)
+        self.feature_dim = backbone_channels(self.backbone)[-1]
+        self.head = nn.Conv2d(self.feature_dim, num_classes, kernel_size=1, bias=False)
+        nn.init.kaiming_normal_(self.head.weight)
+        self.pretrained = pretrained or weights is not None
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        with_maps: bool = False,
+        with_features: bool = False,
+        with_stages: bool = False,
+    ) -> CAMOutput:
+        """Classify ``x`` (``B×3×H×W``, ImageNet-normalised)."""
+        stages = self.backbone(x)
+        features = stages[-1]
+        maps = self.head(features)
+        logits = maps.mean(dim=(2, 3))
+        return CAMOutput(
+            logits=logits,
+            maps=maps if with_maps else None,
+            features=features if with_features else None,
+            stages=stages if with_stages else None,
+        )
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        """Parameters not covered by pretrained weights (the class head)."""
+        return list(self.head.parameters())
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The four groups of METHODS.md §1.
+
+        ``pretrained_weights`` and ``pretrained_biases`` (biases and norm parameters) of the
+        backbone, ``new_weights`` and ``new_biases`` of the head. When the backbone is not
+        pretrained its parameters still go into the ``pretrained_*`` groups (same lr
+        multipliers), so schedules are comparable across runs.
+        """
+        groups: dict[str, list[nn.Parameter]] = {
+            "pretrained_weights": [],
+            "pretrained_biases": [],
+            "new_weights": [],
+            "new_biases": [],
+        }
+        for prefix, module in (("pretrained", self.backbone), ("new", self.head)):
+            for name, p in module.named_parameters():
+                if not p.requires_grad:
+                    continue
+                is_bias = p.ndim <= 1 or name.endswith(".bias")
+                groups[f"{prefix}_{'biases' if is_bias else 'weights'}"].append(p)
+        return groups
+
+    def architecture(self) -> dict:
+        """JSON-serialisable description used to rebuild the model from a checkpoint."""
+        return {
+            "type": "cam_classifier",
+            "backbone": self.backbone_name,
+            "num_classes": self.num_classes,
+            "output_stride": self.output_stride,
+        }
