@@ -1,1 +1,27 @@
-"""wsss.evaluate"""
+"""Evaluation: confusion matrices, mIoU/FP/FN/precision/recall, seed thresholds, class groups."""
+
+from wsss.evaluate.confusion import ConfusionMatrix
+from wsss.evaluate.groups import ClassStats, class_group_analysis, pearson
+from wsss.evaluate.metrics import class_scores, summary_scores
+from wsss.evaluate.parts import PartCounts
+from wsss.evaluate.plots import save_threshold_curve
+from wsss.evaluate.runner import evaluate
+from wsss.evaluate.seeds import ThresholdSweep, default_thresholds, seed_mask
+from wsss.evaluate.tables import print_result, result_table
+
+__all__ = [
+    "ClassStats",
+    "ConfusionMatrix",
+    "PartCounts",
+    "ThresholdSweep",
+    "class_group_analysis",
+    "class_scores",
+    "default_thresholds",
+    "evaluate",
+    "pearson",
+    "print_result",
+    "result_table",
+    "save_threshold_curve",
+    "seed_mask",
+    "summary_scores",
+]
