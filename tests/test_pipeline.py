@@ -188,12 +188,15 @@ def test_results_entry_flags_the_oracle():
 
 def test_config_holds_resolved_config_versions_and_seeds(tmp_path):
     run = RunDir(tmp_path / "run")
-    run.write_config({"train": {"lr": 0.1, "scales": (1.0, 0.5)}, "out": tmp_path}, {"seed": 7})
+    config = {"train": {"lr": 0.1, "scales": (1.0, 0.5)}, "out": tmp_path}
+    run.write_config(config, {"seed": 7}, extra={"command": ["wsss", "demo"]})
     doc = yaml.safe_load(run.config_path.read_text())
-    assert doc["config"]["train"] == {"lr": 0.1, "scales": [1.0, 0.5]}
-    assert doc["seeds"] == {"seed": 7}
-    assert {"python", "torch", "numpy", "wsss"} <= set(doc["versions"])
-    assert run.read_config()["config"]["out"] == str(tmp_path)
+    assert doc == {"train": {"lr": 0.1, "scales": [1.0, 0.5]}, "out": str(tmp_path)}
+    assert run.read_config() == doc
+    info = json.loads(run.info_path.read_text())
+    assert info["seeds"] == {"seed": 7}
+    assert info["command"] == ["wsss", "demo"]
+    assert {"python", "torch", "numpy", "wsss"} <= set(info["versions"])
 
 
 def test_corrupt_results_file_is_a_clear_error(tmp_path):

@@ -3,7 +3,8 @@
 A run directory holds every artefact of one experiment::
 
     RUN/
-      config.yaml        resolved configuration, library versions, seeds
+      config.yaml        resolved configuration (loadable again as a config file)
+      run_info.json      library versions, platform, seeds, pipeline settings
       checkpoints/       classifier checkpoints
       maps/<method>/     class-map files, one ``<id>.npz`` per image
       results.json       method → evaluation JSON (fixed threshold, oracle ``best``)
@@ -56,7 +57,7 @@ _VERSIONED_PACKAGES = ("wsss", "torch", "torchvision", "timm", "numpy", "pillow"
 
 def library_versions() -> dict[str, str]:
     """Versions of Python and of the libraries that affect results."""
-    versions = {"python": platform.python_version(), "platform": platform.platform()}
+    versions = {"python": platform.python_version()}
     for name in _VERSIONED_PACKAGES:
         try:
             versions[name] = importlib.metadata.version(name)
@@ -150,20 +151,33 @@ class RunDir:
 
     # Config -------------------------------------------------------------------------------
 
+    @property
+    def info_path(self) -> Path:
+        return self.path / "run_info.json"
+
     def write_config(
-        self, config: Mapping[str, Any], seeds: Mapping[str, int] | None = None
+        self,
+        config: Any,
+        seeds: Mapping[str, int] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
-        """Save the resolved ``config`` with the library versions and ``seeds``."""
-        doc = {
-            "config": _plain(config),
-            "seeds": dict(seeds or {}),
+        """Save the resolved ``config`` (a dataclass or mapping) and the run's provenance.
+
+        ``config.yaml`` holds the configuration alone, so it can be loaded again;
+        ``run_info.json`` holds the library versions, the platform, ``seeds`` and ``extra``.
+        """
+        atomic_write_text(self.config_path, yaml.safe_dump(_plain(config), sort_keys=False))
+        info = {
             "versions": library_versions(),
+            "platform": platform.platform(),
+            "seeds": dict(seeds or {}),
             "written": _now(),
+            **_plain(dict(extra or {})),
         }
-        atomic_write_text(self.config_path, yaml.safe_dump(doc, sort_keys=False))
+        atomic_write_json(self.info_path, info)
 
     def read_config(self) -> dict[str, Any]:
-        """The document written by :meth:`write_config` (empty if none)."""
+        """``config.yaml`` as a dict (empty if absent)."""
         if not self.config_path.is_file():
             return {}
         try:
@@ -171,6 +185,10 @@ class RunDir:
         except yaml.YAMLError as e:
             raise ConfigError(f"{self.config_path}: not valid YAML ({e})") from e
         return doc if isinstance(doc, dict) else {}
+
+    def read_info(self) -> dict[str, Any]:
+        """``run_info.json`` as a dict (empty if absent)."""
+        return _read_json(self.info_path) if self.info_path.is_file() else {}
 
     # Results and timings ----------------------------------------------------------------
 

@@ -140,14 +140,19 @@ def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, obj)]
 
 
-def _config_section(config: Mapping[str, Any]) -> str:
+def _config_section(config: Mapping[str, Any], info: Mapping[str, Any]) -> str:
     parts = []
-    for key, title in (("config", "configuration"), ("seeds", "seeds"), ("versions", "versions")):
-        items = _flatten(config.get(key, {}))
+    sections = [("configuration", config), ("seeds", info.get("seeds", {}))]
+    sections.append(("versions", {**info.get("versions", {}), "platform": info.get("platform")}))
+    sections += [
+        (k, v) for k, v in info.items() if isinstance(v, Mapping) and k not in ("seeds", "versions")
+    ]
+    for title, section in sections:
+        items = [(k, v) for k, v in _flatten(section) if v is not None]
         if not items:
             continue
         rows = [[html.escape(k), html.escape(str(v))] for k, v in items]
-        open_attr = " open" if key != "config" or len(items) <= 40 else ""
+        open_attr = " open" if title == "configuration" or len(items) <= 12 else ""
         parts.append(
             f"<details{open_attr}><summary>{title} ({len(items)})</summary>"
             f"{_table(['key', 'value'], rows, cls='kv')}</details>"
@@ -161,6 +166,7 @@ def render_html(
     title: str = "wsss run",
     timings: Mapping[str, float] | None = None,
     config: Mapping[str, Any] | None = None,
+    info: Mapping[str, Any] | None = None,
     curves_png: bytes | None = None,
     examples_png: bytes | None = None,
     notes: str = "",
@@ -172,7 +178,8 @@ def render_html(
             the oracle sweep's best under ``best``.
         title: Page title.
         timings: Stage name → wall seconds.
-        config: The document of ``config.yaml`` (``config``, ``seeds``, ``versions``).
+        config: The resolved configuration (``config.yaml``).
+        info: Provenance (``run_info.json``: ``seeds``, ``versions``, other sections).
         curves_png: Threshold-curve figure.
         examples_png: Example grid figure.
         notes: Extra HTML shown under the title.
@@ -201,8 +208,8 @@ def render_html(
         body += ["<h2>Examples</h2>", _img(examples_png, "example grid")]
     if timings:
         body += ["<h2>Timings</h2>", _timings_table(timings)]
-    if config:
-        body += ["<h2>Configuration</h2>", _config_section(config)]
+    if config or info:
+        body += ["<h2>Configuration</h2>", _config_section(config or {}, info or {})]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>"
@@ -242,6 +249,7 @@ def write_report(
         title=title or f"wsss run: {run.path.name}",
         timings=run.timings(),
         config=run.read_config(),
+        info=run.read_info(),
         curves_png=None if curves is None else figure_png(curves),
         examples_png=examples,
     )
