@@ -13,14 +13,22 @@ from wsss.errors import DataError
 from wsss.utils.io import atomic_path
 
 
-def _open(path: Path) -> Image.Image:
+def _open(path: Path, what: str = "image") -> Image.Image:
     if not path.is_file():
-        raise DataError(f"{path}: file not found")
+        raise DataError(f"{path}: file not found", path=path, kind=f"missing {what}")
     try:
-        img = Image.open(path)
-        img.load()  # force decoding now so truncated files fail here, not later
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: unreadable or truncated image ({e})") from e
+        with Image.open(path) as img:
+            img.load()  # force decoding now so truncated files fail here, not later
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
+    ) as e:
+        raise DataError(
+            f"{path}: unreadable or truncated {what} ({e})", path=path, kind=f"unreadable {what}"
+        ) from e
     return img
 
 
@@ -60,24 +68,34 @@ def read_mask(
         palette: ``256×3`` colour table for RGB masks.
     """
     path = Path(path)
-    img = _open(path)
+    img = _open(path, "mask")
     if img.mode in ("P", "L"):
         mask = np.asarray(img, dtype=np.uint8).copy()
     elif img.mode in ("I", "I;16", "I;16B", "I;16L"):
         arr = np.asarray(img)
         if arr.max(initial=0) > 255:
-            raise DataError(f"{path}: mask values above 255 (max {int(arr.max())})")
+            raise DataError(
+                f"{path}: mask values above 255 (max {int(arr.max())})",
+                path=path,
+                kind="class id out of range",
+            )
         mask = arr.astype(np.uint8)
     elif img.mode in ("RGB", "RGBA"):
         mask = decode_rgb_mask(np.asarray(img.convert("RGB")), palette, num_classes, path)
     else:
-        raise DataError(f"{path}: unsupported mask mode {img.mode!r} (use palette or gray PNG)")
+        raise DataError(
+            f"{path}: unsupported mask mode {img.mode!r} (use palette or gray PNG)",
+            path=path,
+            kind="unreadable mask",
+        )
     if num_classes is not None:
         bad = (mask > num_classes) & (mask != IGNORE_INDEX)
         if bad.any():
             ids = sorted(int(v) for v in np.unique(mask[bad]))
             raise DataError(
-                f"{path}: mask has class ids {ids} outside 0..{num_classes} (and 255 = ignore)"
+                f"{path}: mask has class ids {ids} outside 0..{num_classes} (and 255 = ignore)",
+                path=path,
+                kind="class id out of range",
             )
     return mask
 
@@ -92,20 +110,31 @@ def decode_rgb_mask(
     palette = voc_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
     n = palette.shape[0] if num_classes is None else min(num_classes + 1, palette.shape[0])
     codes = rgb[..., 0].astype(np.int64) << 16 | rgb[..., 1].astype(np.int64) << 8 | rgb[..., 2]
-    table = {}
-    for i in range(n):
+    table: dict[int, int] = {}
+    for i in range(palette.shape[0]):
         r, g, b = (int(v) for v in palette[i])
         table.setdefault(r << 16 | g << 8 | b, i)
     boundary = palette[IGNORE_INDEX] if palette.shape[0] > IGNORE_INDEX else (224, 224, 192)
     table[int(boundary[0]) << 16 | int(boundary[1]) << 8 | int(boundary[2])] = IGNORE_INDEX
     uniq, inverse = np.unique(codes, return_inverse=True)
-    lut = np.empty(len(uniq), dtype=np.uint8)
-    for j, code in enumerate(uniq):
-        if int(code) not in table:
-            colour = ((code >> 16) & 255, (code >> 8) & 255, code & 255)
-            raise DataError(f"{path}: colour {tuple(int(c) for c in colour)} is not in the palette")
-        lut[j] = table[int(code)]
-    return lut[inverse].reshape(codes.shape)
+    lut = np.array([table.get(int(code), -1) for code in uniq], dtype=np.int64)
+    if (lut < 0).any():
+        unknown = [((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in uniq[lut < 0].tolist()]
+        shown = ", ".join(map(str, unknown[:5])) + (", ..." if len(unknown) > 5 else "")
+        raise DataError(
+            f"{path}: {len(unknown)} colour(s) not in the palette: {shown}",
+            path=path,
+            kind="unknown colour",
+        )
+    outside = (lut >= n) & (lut != IGNORE_INDEX)
+    if outside.any():
+        raise DataError(
+            f"{path}: colours of class ids {sorted(lut[outside].tolist())} outside 0..{n - 1} "
+            "(and 255 = ignore)",
+            path=path,
+            kind="class id out of range",
+        )
+    return lut.astype(np.uint8)[inverse].reshape(codes.shape)
 
 
 def write_mask(
@@ -126,9 +155,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -
     """Write an RGB ``H×W×3`` ``uint8`` image (format from the suffix), atomically."""
     path = Path(path)
     img = Image.fromarray(np.asarray(image, dtype=np.uint8), mode="RGB")
-    fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else None
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    options = {"quality": quality} if fmt == "JPEG" else {}
     with atomic_path(path) as tmp:
-        if fmt == "JPEG":
-            img.save(tmp, format="JPEG", quality=quality)
-        else:
-            img.save(tmp, format=(path.suffix.lstrip(".").upper() or "PNG"))
+        img.save(tmp, format=fmt, **options)
