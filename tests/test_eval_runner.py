@@ -1,6 +1,7 @@
 """The split evaluator, its table and its threshold curve."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from wsss.evaluate import (
     PartCounts,
     class_scores,
     evaluate,
-    result_table,
+    print_result,
     save_threshold_curve,
     seed_mask,
     summary_scores,
@@ -75,7 +76,7 @@ def _make_split(tmp_path, rng, n=4, with_parts=False):
 def test_perfect_masks_give_100(tmp_path):
     ds = _make_split(tmp_path, np.random.default_rng(0))
     for sample_id in ds.ids:
-        write_mask(tmp_path / "gt" / f"{sample_id}.png", ds.load_mask(sample_id) % 255)
+        write_mask(tmp_path / "gt" / f"{sample_id}.png", ds.load_mask(sample_id))
     result = evaluate(ds, masks_dir=tmp_path / "gt", progress=False)
     assert result["miou"] == 100.0 and result["precision"] == 100.0 and result["recall"] == 100.0
     assert result["fp"] == 0.0 and result["fn"] == 0.0
@@ -132,10 +133,23 @@ def test_rgb_prediction_masks_are_decoded(tmp_path):
     for sample_id in ds.ids:
         rgb = voc_palette()[ds.load_mask(sample_id)]  # 255 → the boundary colour
         Image.fromarray(rgb).save(tmp_path / f"{sample_id}.png")
-    with pytest.raises(DataError, match="contains 255"):
+    # 255 only where the ground truth is ignored: the ground truth itself scores 100
+    assert evaluate(ds, masks_dir=tmp_path, progress=False)["miou"] == 100.0
+    gt0 = ds.load_mask("im0")
+    pred0 = gt0.copy()
+    pred0[5, :4] = 255  # labelled pixels (background and class 1) left unlabelled
+    Image.fromarray(voc_palette()[pred0]).save(tmp_path / "im0.png")
+    with pytest.raises(DataError, match=r"im0\.png.*4 pixels of 255"):
         evaluate(ds, masks_dir=tmp_path, progress=False)
     result = evaluate(ds, masks_dir=tmp_path, ignore_as_background=True, progress=False)
-    assert result["miou"] == 100.0
+    cm = ConfusionMatrix(4).update(gt0, np.where(pred0 == 255, 0, pred0))
+    for sample_id in ds.ids[1:]:
+        cm.update(
+            ds.load_mask(sample_id),
+            np.where(ds.load_mask(sample_id) == 255, 0, ds.load_mask(sample_id)),
+        )
+    assert result["miou"] == pytest.approx(100 * summary_scores(cm.matrix)["miou"])
+    assert result["miou"] < 100.0
 
 
 def test_groups_in_result(tmp_path):
@@ -175,9 +189,10 @@ def test_table_and_curve(tmp_path):
     ds = _make_split(tmp_path, np.random.default_rng(7), with_parts=True)
     result = evaluate(ds, maps_dir=tmp_path / "maps", sweep=True, progress=False)
     console = Console(record=True, width=120)
-    console.print(result_table(result))
+    print_result(result, console)
     text = console.export_text()
-    assert "oracle" in text and "head_recall" in text and "dog" in text
+    assert "oracle" in text and "dog" in text
+    assert re.search(rf"head_recall +│ +{result['head_recall']:.1f} ", text)
     assert f"{result['miou']:.1f}" in text
     png = tmp_path / "out" / "curve.png"
     save_threshold_curve(result, png)

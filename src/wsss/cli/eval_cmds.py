@@ -1,7 +1,90 @@
-"""CLI commands: eval (placeholder until implemented)."""
+"""CLI commands: ``wsss eval``."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
+import yaml
+
+from wsss.errors import ConfigError
+
+
+def _read_groups(path: Path) -> dict[str, list[str]]:
+    """User class groups from a YAML/JSON file mapping group name → list of class names."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: class-group file not found")
+    try:
+        groups = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: unreadable class-group file ({e})") from e
+    if not isinstance(groups, dict) or not all(
+        isinstance(v, list) and all(isinstance(c, str) for c in v) for v in groups.values()
+    ):
+        raise ConfigError(f"{path}: expected a mapping of group name → list of class names")
+    return {str(k): v for k, v in groups.items()}
+
+
+def eval_command(
+    data: Path = typer.Option(..., "--data", help="Dataset root."),
+    format: str = typer.Option("voc", "--format", help="Dataset format (voc, coco, folder)."),
+    split: str = typer.Option(..., "--split", help="Split with ground-truth masks."),
+    maps: Path | None = typer.Option(None, "--maps", help="Folder of class maps <id>.npz."),
+    masks: Path | None = typer.Option(None, "--masks", help="Folder of predicted masks <id>.png."),
+    threshold: float | None = typer.Option(
+        None, "--threshold", help="Background threshold for class maps [default: 0.3]."
+    ),
+    sweep: bool = typer.Option(
+        False, "--sweep", help="Try thresholds 0.05…0.95; report the best (an oracle number)."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Write the result as JSON here."),
+    groups: bool = typer.Option(False, "--groups", help="Add the class-group analysis."),
+    group_file: Path | None = typer.Option(
+        None,
+        "--group-file",
+        help="YAML/JSON of user class groups (name: [classes]); implies --groups.",
+    ),
+    ignore_as_background: bool = typer.Option(
+        False, "--ignore-as-background", help="Count 255 in predicted masks as background."
+    ),
+    workers: int = typer.Option(0, "--workers", min=0, help="Worker processes (0: none)."),
+) -> None:
+    """Evaluate class maps or masks of a split against its ground truth (mIoU, FP, FN, P, R)."""
+    from wsss.data.datasets import build_dataset
+    from wsss.evaluate import evaluate, print_result, save_threshold_curve
+    from wsss.utils.io import atomic_write_json
+
+    if (maps is None) == (masks is None):
+        raise ConfigError("give exactly one of --maps DIR (class maps) or --masks DIR (masks)")
+    if sweep and threshold is not None:
+        raise ConfigError("--threshold and --sweep exclude each other")
+    if masks is not None and (sweep or threshold is not None):
+        raise ConfigError("--threshold/--sweep apply to class maps (--maps), not to --masks")
+    user_groups = _read_groups(group_file) if group_file is not None else None
+
+    dataset = build_dataset(format, data, split)
+    result = evaluate(
+        dataset,
+        maps_dir=maps,
+        masks_dir=masks,
+        threshold=0.3 if threshold is None else threshold,
+        sweep=sweep,
+        num_workers=workers,
+        groups=user_groups or groups,
+        ignore_as_background=ignore_as_background,
+    )
+    print_result(result)
+    if out is not None:
+        atomic_write_json(out, result)
+        typer.echo(f"wrote {out}")
+        if sweep:
+            curve = out.with_name(f"{out.stem}_curve.png")
+            save_threshold_curve(result, curve)
+            typer.echo(f"wrote {curve}")
+    elif sweep:
+        typer.echo("no --out given: threshold curve not saved")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+    app.command("eval")(eval_command)

@@ -7,7 +7,7 @@ from wsss.evaluate.parts import PartCounts
 from wsss.evaluate.plots import save_threshold_curve
 from wsss.evaluate.runner import evaluate
 from wsss.evaluate.seeds import ThresholdSweep, default_thresholds, seed_mask
-from wsss.evaluate.tables import print_result, result_table
+from wsss.evaluate.tables import diagnostics_table, groups_table, print_result, result_table
 
 __all__ = [
     "ClassStats",
@@ -17,7 +17,9 @@ __all__ = [
     "class_group_analysis",
     "class_scores",
     "default_thresholds",
+    "diagnostics_table",
     "evaluate",
+    "groups_table",
     "pearson",
     "print_result",
     "result_table",

@@ -41,15 +41,16 @@ def save_threshold_curve(result: dict[str, Any], png_path: str | os.PathLike) ->
     chosen = result["threshold"]
     tag = "oracle" if result.get("oracle") else "chosen"
     ax.axvline(chosen, color="0.3", linestyle="--", linewidth=1)
+    miou = result["miou"] if result["miou"] is not None else float("nan")
     ax.annotate(
-        f"{tag} t={chosen:g}\nmIoU {result['miou']:.1f}",
-        xy=(chosen, result["miou"]),
+        f"{tag} t={chosen:g}\nmIoU {miou:.1f}",
+        xy=(chosen, miou if miou == miou else 0.0),
         xytext=(6, -28),
         textcoords="offset points",
         fontsize=8,
     )
     ax.set_xlabel("background threshold")
-    ax.set_ylabel("%  (FP, FN, precision, recall: foreground mean)")
+    ax.set_ylabel("%  (P, R, FP, FN: mean over foreground)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")

@@ -76,10 +76,18 @@ def _count_one(job: _Job, counts: _Counts, sample_id: str) -> None:
     dataset = job.dataset
     gt = dataset.load_mask(sample_id)
     if gt is None:
-        raise DataError(f"{dataset.root}: no ground-truth mask for {sample_id!r} ({dataset.split})")
+        raise DataError(
+            f"{dataset.root}: no ground-truth mask for {sample_id!r} ({dataset.split})",
+            path=dataset.root,
+            kind="missing mask",
+        )
     parts = dataset.load_parts(sample_id) if job.with_parts else None
     if job.with_parts and parts is None:
-        raise DataError(f"{dataset.root}: no part annotation for {sample_id!r} ({dataset.split})")
+        raise DataError(
+            f"{dataset.root}: no part annotation for {sample_id!r} ({dataset.split})",
+            path=dataset.root,
+            kind="missing parts",
+        )
     path = job.prediction_path(sample_id)
     try:
         if counts.sweep is not None:
@@ -88,20 +96,22 @@ def _count_one(job: _Job, counts: _Counts, sample_id: str) -> None:
             pred = read_mask(path, num_classes=dataset.num_classes, palette=dataset.palette)
             if pred.shape != gt.shape:
                 raise DataError(f"prediction of size {pred.shape} but ground truth {gt.shape}")
-            if job.ignore_as_background:
-                pred = np.where(pred == IGNORE_INDEX, 0, pred)
-            elif (pred == IGNORE_INDEX).any():
+            # 255 where the ground truth is ignored is harmless (e.g. ground truth as prediction)
+            unlabelled = (pred == IGNORE_INDEX) & (gt != IGNORE_INDEX)
+            if unlabelled.any() and not job.ignore_as_background:
                 raise DataError(
-                    "prediction contains 255 (ignore); pass ignore_as_background=True "
-                    "(--ignore-as-background) to count it as background"
+                    f"prediction has {int(unlabelled.sum())} pixels of 255 (ignore) where the "
+                    "ground truth is labelled; pass ignore_as_background=True "
+                    "(--ignore-as-background) to count them as background"
                 )
+            pred = np.where(pred == IGNORE_INDEX, 0, pred)
             counts.confusion.update(gt, pred)
             if counts.parts is not None:
                 counts.parts.update(parts, gt, pred)
     except DataError as e:
         if str(path) in str(e):
             raise
-        raise DataError(f"{path}: {e}") from e
+        raise DataError(f"{path}: {e}", path=path, kind=getattr(e, "kind", "bad data")) from e
     if counts.stats is not None:
         counts.stats.update(dataset.load_label(sample_id), gt)
 
@@ -201,7 +211,7 @@ def evaluate(
         raise ConfigError(f"thresholds must be finite numbers, got {grid.tolist()}")
     source_dir = Path(maps_dir if maps_dir is not None else masks_dir)
     if not source_dir.is_dir():
-        raise DataError(f"{source_dir}: prediction folder not found")
+        raise DataError(f"{source_dir}: prediction folder not found", path=source_dir)
     if isinstance(groups, Mapping):
         unknown = sorted({c for members in groups.values() for c in members} - set(dataset.classes))
         if unknown:
@@ -223,7 +233,11 @@ def evaluate(
     if missing:
         shown = ", ".join(str(p) for p in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise DataError(f"{len(missing)} prediction file(s) missing: {shown}{more}")
+        raise DataError(
+            f"{len(missing)} prediction file(s) missing: {shown}{more}",
+            path=missing[0],
+            kind="missing prediction",
+        )
 
     counts = _accumulate(job, ids, num_workers, progress)
 

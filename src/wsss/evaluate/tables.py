@@ -9,7 +9,7 @@ from rich.table import Table
 
 from wsss.evaluate.parts import PART_METRICS
 
-__all__ = ["groups_table", "print_result", "result_table"]
+__all__ = ["diagnostics_table", "groups_table", "print_result", "result_table"]
 
 COLUMNS = (("iou", "IoU"), ("fp", "FP"), ("fn", "FN"), ("precision", "Prec."), ("recall", "Rec."))
 
@@ -19,7 +19,7 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 
 def result_table(result: dict[str, Any]) -> Table:
-    """Per-class scores with the summary row and, when present, the part diagnostics."""
+    """Per-class scores and their means."""
     if result.get("threshold") is None:
         mode = "masks"
     else:
@@ -37,11 +37,17 @@ def result_table(result: dict[str, Any]) -> Table:
     table.add_section()
     means = [result["miou"], *(result[key] for key, _ in COLUMNS[1:])]
     table.add_row("[bold]mean[/]", *(f"[bold]{_fmt(v)}[/]" for v in means))
-    present = [name for name in PART_METRICS if name in result]
-    if present:
-        table.add_section()
-        for name in present:
-            table.add_row(f"[dim]{name}[/]", _fmt(result[name]), "", "", "", "")
+    return table
+
+
+def diagnostics_table(result: dict[str, Any]) -> Table:
+    """The synthetic benchmark's part diagnostics (recall on parts, false-positive rates)."""
+    table = Table(title="part diagnostics (%)")
+    table.add_column("diagnostic")
+    table.add_column("%", justify="right")
+    for name in PART_METRICS:
+        if name in result:
+            table.add_row(name, _fmt(result[name]))
     return table
 
 
@@ -68,8 +74,10 @@ def groups_table(result: dict[str, Any]) -> Table:
 
 
 def print_result(result: dict[str, Any], console: Console | None = None) -> None:
-    """Print :func:`result_table` (and :func:`groups_table` when present)."""
+    """Print :func:`result_table`, then the diagnostics and groups tables when present."""
     console = console or Console()
     console.print(result_table(result))
+    if any(name in result for name in PART_METRICS):
+        console.print(diagnostics_table(result))
     if "groups" in result:
         console.print(groups_table(result))
