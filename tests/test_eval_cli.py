@@ -98,3 +98,20 @@ def test_console_script_reports_one_line_and_exit_2(voc):
     )  # fmt: skip
     assert proc.returncode == 2
     assert "b.png" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_eval_user_groups_from_file(voc):
+    groups = voc / "groups.yaml"
+    groups.write_text("pets:\n  - cat\n  - dog\n")
+    out = voc / "g.json"
+    args = ["--data", voc / "voc", "--split", "train", "--masks", voc / "pred", "--out", out]
+    result = _run(*args, "--group-file", groups)
+    assert result.exit_code == 0, result.output
+    pets = json.loads(out.read_text())["groups"]["groups"]["user"]["pets"]
+    assert pets["classes"] == ["cat", "dog"] and pets["iou"] == 100.0
+    groups.write_text("pets: [cat, zebra]\n")
+    result = _run(*args, "--group-file", groups)
+    assert isinstance(result.exception, ConfigError) and "zebra" in str(result.exception)
+    groups.write_text("- cat\n")
+    result = _run(*args, "--group-file", groups)
+    assert isinstance(result.exception, ConfigError) and "mapping" in str(result.exception)

@@ -181,6 +181,8 @@ def test_bad_input_errors_name_the_file(tmp_path):
         evaluate(ds, progress=False)
     with pytest.raises(ConfigError, match="class maps"):
         evaluate(ds, masks_dir=tmp_path / "bad", sweep=True, progress=False)
+    with pytest.raises(ConfigError, match="sweep=True"):
+        evaluate(ds, maps_dir=tmp_path / "maps", thresholds=[0.2], progress=False)
     with pytest.raises(DataError, match="not found"):
         evaluate(ds, masks_dir=tmp_path / "nowhere", progress=False)
 

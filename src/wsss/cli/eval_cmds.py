@@ -32,7 +32,7 @@ def eval_command(
     maps: Path | None = typer.Option(None, "--maps", help="Folder of class maps <id>.npz."),
     masks: Path | None = typer.Option(None, "--masks", help="Folder of predicted masks <id>.png."),
     threshold: float | None = typer.Option(
-        None, "--threshold", help="Background threshold for class maps [default: 0.3]."
+        None, "--threshold", help="Background threshold for class maps (default 0.3)."
     ),
     sweep: bool = typer.Option(
         False, "--sweep", help="Try thresholds 0.05…0.95; report the best (an oracle number)."
@@ -42,7 +42,7 @@ def eval_command(
     group_file: Path | None = typer.Option(
         None,
         "--group-file",
-        help="YAML/JSON of user class groups (name: [classes]); implies --groups.",
+        help="YAML/JSON mapping group name to a list of classes; implies --groups.",
     ),
     ignore_as_background: bool = typer.Option(
         False, "--ignore-as-background", help="Count 255 in predicted masks as background."

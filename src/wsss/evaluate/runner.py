@@ -182,7 +182,7 @@ def evaluate(
         threshold: Background threshold for class maps (the honest, fixed mode).
         sweep: Evaluate every threshold of ``thresholds`` and report the best one, flagged
             ``"oracle": True`` since it is chosen on the ground truth.
-        thresholds: Sweep thresholds; default 0.05…0.95 in steps of 0.05.
+        thresholds: Sweep thresholds (with ``sweep=True``); default 0.05…0.95, step 0.05.
         num_workers: Worker processes (0: evaluate in this process).
         groups: Add the class-group analysis; a mapping adds user groups (name → classes).
         ignore_as_background: Count 255 in predicted masks as background instead of failing.
@@ -203,6 +203,8 @@ def evaluate(
         raise ConfigError("give exactly one of maps_dir (class maps) and masks_dir (masks)")
     if masks_dir is not None and (sweep or thresholds is not None):
         raise ConfigError("a threshold sweep needs class maps (maps_dir), not masks")
+    if thresholds is not None and not sweep:
+        raise ConfigError("thresholds lists the sweep's values: pass sweep=True with it")
     if sweep:
         grid = default_thresholds() if thresholds is None else np.asarray(thresholds, float)
     else:
