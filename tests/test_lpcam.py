@@ -1,0 +1,319 @@
+"""LPCAM: the paper's worked example, map math, selection, fitting, prototype files."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wsss.data.base import SegmentationDataset
+from wsss.data.parts import BODY_FAR, BODY_NEAR, CONTEXT_PRESENT, HEAD, OTHER_BACKGROUND
+from wsss.errors import ConfigError, DataError
+from wsss.maps.io import ClassMaps, save_class_maps
+from wsss.maps.kmeans import cosine_kmeans
+from wsss.maps.lpcam import (
+    PrototypeConfig,
+    Prototypes,
+    class_scores,
+    fit_prototypes,
+    load_prototypes,
+    lpcam_map,
+    prototype_composition,
+    save_prototypes,
+    select_prototypes,
+)
+from wsss.models.classifier import CAMClassifier
+
+# --- the "bird" example of the LPCAM paper, §3.2 --------------------------------------------
+# Three local regions with 3-d features whose dimensions stand for "head", "tail", "sky".
+HEAD_F = [30.0, 3.0, 0.0]  # strongly "head"
+TAIL_F = [4.0, 11.0, 1.0]  # mostly "tail", below the head's first dimension
+SKY_F = [2.0, 1.0, 11.0]  # "sky"
+# The classifier learnt from GAP features leans on the head dimension; a second class ("kite")
+# likes sky, so sky is a plausible context of "bird" without being a bird feature.
+W_BIRD = [4.0, 1.5, 0.0]
+W_KITE = [0.0, 0.0, 0.8]
+
+
+def _bird_images(n: int = 8, seed: int = 0) -> torch.Tensor:
+    """``n`` bird "images", each a 1×3 feature map [head, tail, sky] with mild noise."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.tensor([HEAD_F, TAIL_F, SKY_F])
+    noise = 1 + 0.05 * torch.randn(n, 3, 3, generator=g)
+    return (base * noise).clamp_min(0).permute(0, 2, 1).unsqueeze(2)  # n×D×1×3
+
+
+def test_bird_worked_example():
+    features = torch.tensor([HEAD_F, TAIL_F, SKY_F])
+    torch.testing.assert_close(features.mean(dim=0), torch.tensor([12.0, 5.0, 4.0]))
+    weights = torch.tensor([W_BIRD, W_KITE])
+
+    # CAM (Eq. 1): the tail gets about a quarter of the head's score.
+    cam = torch.relu(features @ weights[0])
+    cam = cam / cam.max()
+    assert 0.2 < cam[1] < 0.3 and cam[2] < 0.1
+
+    # Clustering over all bird images: CAM > τ = 0.1 keeps head and tail, sky is context.
+    images = _bird_images()
+    flat = images.flatten(2).permute(0, 2, 1)  # n×3 positions×D
+    cams = torch.relu(flat @ weights[0])
+    cams = cams / cams.amax(dim=1, keepdim=True)
+    fg, ctx = flat[cams > 0.1], flat[cams < 0.1]
+    assert len(fg) == 2 * len(images) and len(ctx) == len(images)
+    # Reference update: centres are raw member means, in feature space for the classifier.
+    fg_centers = cosine_kmeans(fg, 2, update="reference", seed=0).centers
+    ctx_centers = cosine_kmeans(ctx, 1, update="reference", seed=0).centers
+
+    selection = select_prototypes(fg_centers, ctx_centers, weights, 0)
+    assert sorted(selection.foreground) == [0, 1] and not selection.fallback  # head and tail
+    assert selection.context == [0]  # sky, 0.05 < P < 0.9
+    protos = Prototypes(
+        foreground=[fg_centers[selection.foreground], torch.zeros(0, 3)],
+        context=[ctx_centers[selection.context], torch.zeros(0, 3)],
+        classes=["bird", "kite"],
+    )
+    g = features.T.reshape(3, 1, 3)  # the example image: D×1×3
+    lp = lpcam_map(g, protos.head([0]))[0, 0]
+    lp = lp / lp.max()
+    assert lp[0] > 0.8 and lp[1] > 0.8  # head and tail both near the top
+    assert lp[2] == 0  # sky removed by the context prototype
+    lpf = lpcam_map(g, protos.head([0], context=False))[0, 0]
+    lpf = lpf / lpf.max()
+    assert lpf[2] > 2 * cam[2]  # without the context term, sky keeps a similarity floor
+
+
+def _loop_lpcam(features: torch.Tensor, protos: Prototypes, classes, context: bool):
+    """Straightforward reference: one cosine map per prototype, averaged, then subtracted."""
+    maps = []
+    for n in classes:
+        fg = protos.foreground[n]
+        if len(fg) == 0:
+            maps.append(torch.zeros(features.shape[1:]))
+            continue
+        sims = [F.cosine_similarity(features, q[:, None, None], dim=0, eps=1e-12) for q in fg]
+        a = torch.stack(sims).mean(0)
+        if context and len(protos.context[n]):
+            bg = [
+                F.cosine_similarity(features, b[:, None, None], dim=0, eps=1e-12)
+                for b in protos.context[n]
+            ]
+            a = a - torch.stack(bg).mean(0)
+        maps.append(torch.relu(a))
+    return torch.stack(maps)
+
+
+def _random_prototypes(d: int = 16, seed: int = 0) -> Prototypes:
+    g = torch.Generator().manual_seed(seed)
+    counts = [(3, 2), (1, 0), (0, 4), (5, 1)]  # class 1 has no context, class 2 no class proto
+    return Prototypes(
+        foreground=[torch.rand(f, d, generator=g) for f, _ in counts],
+        context=[torch.rand(c, d, generator=g) for _, c in counts],
+        classes=["a", "b", "c", "d"],
+    )
+
+
+@pytest.mark.parametrize("context", [True, False])
+def test_matrix_product_equals_per_prototype_loop(context):
+    protos = _random_prototypes()
+    g = torch.Generator().manual_seed(1)
+    features = torch.relu(torch.randn(16, 5, 7, generator=g))
+    classes = [3, 0, 1, 2]
+    fast = lpcam_map(features, protos.head(classes, context=context))
+    slow = _loop_lpcam(features, protos, classes, context)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    assert (fast[3] == 0).all()  # class 2 (no class prototype) gives an empty map
+    # A batch dimension gives the same maps per image.
+    batched = lpcam_map(torch.stack([features, 2 * features]), protos.head(classes, context))
+    torch.testing.assert_close(batched[1], fast, atol=1e-5, rtol=1e-5)
+
+
+def test_head_rejects_unknown_class():
+    with pytest.raises(ConfigError, match="class index 7"):
+        _random_prototypes().head([7])
+
+
+def test_class_scores_softmax_over_classes():
+    centers = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    weights = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    p = class_scores(centers, weights)
+    expected = torch.softmax(torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0]]), dim=1)
+    torch.testing.assert_close(p, expected)
+    torch.testing.assert_close(p.sum(dim=1), torch.ones(2))
+
+
+def test_selection_thresholds_and_fallback():
+    weights = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # Scores of class 0: sigmoid(d0 - d1) for centre (d0, d1).
+    logits = torch.tensor([3.0, 1.0, -1.0, -4.0])  # P ≈ 0.953, 0.731, 0.269, 0.018
+    centers = torch.stack([logits, torch.zeros(4)], dim=1)
+    sel = select_prototypes(centers, centers, weights, 0, mu_f=0.9, mu_b=0.9, mu_low=0.05)
+    assert sel.foreground == [0] and not sel.fallback
+    assert sel.context == [1, 2]  # 0.953 ≥ mu_b and 0.018 ≤ mu_low are out
+    # Nothing passes mu_f = 0.99: the best centre is taken instead of failing.
+    sel = select_prototypes(centers[1:], centers[:0], weights, 0, mu_f=0.99)
+    assert sel.foreground == [0] and sel.fallback and sel.context == []
+
+
+# --- fitting on a tiny dataset -------------------------------------------------------------
+
+
+class _TinyDataset(SegmentationDataset):
+    """In-memory dataset: 64×64 images, one square object per image, part annotation."""
+
+    def __init__(self, root: Path, n: int = 6, seed: int = 0, parts: bool = True):
+        rng = np.random.default_rng(seed)
+        self.root, self.split, self.classes = root, "train", ["cat", "dog"]
+        self.ids = [f"img{i}" for i in range(n)]
+        self._parts = parts
+        self.images, self.masks, self.part_maps, self.labels = {}, {}, {}, {}
+        for i, sample_id in enumerate(self.ids):
+            cls = i % 2
+            image = rng.integers(0, 60, (64, 64, 3), dtype=np.uint8)
+            mask = np.zeros((64, 64), np.uint8)
+            part = np.full((64, 64), OTHER_BACKGROUND, np.uint8)
+            part[:, 48:] = CONTEXT_PRESENT
+            mask[16:48, 16:48] = cls + 1
+            part[16:48, 16:48] = BODY_FAR
+            part[16:48, 16:32] = BODY_NEAR
+            part[16:32, 16:32] = HEAD
+            image[mask > 0] = (200, 40, 40) if cls == 0 else (40, 40, 200)
+            self.images[sample_id], self.masks[sample_id] = image, mask
+            self.part_maps[sample_id] = part
+            label = np.zeros(2, np.float32)
+            label[cls] = 1
+            self.labels[sample_id] = label
+
+    def load_image(self, sample_id):
+        return self.images[sample_id]
+
+    def load_label(self, sample_id):
+        return self.labels[sample_id]
+
+    def load_mask(self, sample_id):
+        return self.masks[sample_id]
+
+    @property
+    def has_parts(self):
+        return self._parts
+
+    def load_parts(self, sample_id):
+        return self.part_maps[sample_id] if self._parts else None
+
+
+def _write_cams(dataset: _TinyDataset, cam_dir: Path) -> None:
+    """CAM files whose maps are 1 on the object and 0 elsewhere."""
+    for sample_id in dataset.ids:
+        mask = dataset.masks[sample_id]
+        cls = int(mask.max())
+        hr = (mask == cls).astype(np.float32)[None]
+        save_class_maps(
+            cam_dir / f"{sample_id}.npz", ClassMaps(keys=[cls], cam=hr[:, ::4, ::4], hr=hr)
+        )
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    dataset = _TinyDataset(root)
+    _write_cams(dataset, root / "cams")
+    torch.manual_seed(0)
+    model = CAMClassifier("resnet10t", num_classes=2).eval()
+    return dataset, root / "cams", model
+
+
+def test_fit_counts_compositions_and_round_trip(tiny, tmp_path):
+    dataset, cams, model = tiny
+    config = PrototypeConfig(k=3, init="k-means++", update="normalized", stop="shift", tol=1e-6)
+    protos = fit_prototypes(
+        model, dataset, cams, config, checkpoint="ckpt.safetensors", progress=False
+    )
+    # 64×64 input at output stride 16: a 4×4 grid; the object covers the middle 2×2 cells.
+    for n in range(2):
+        entry = protos.meta["per_class"][n]
+        assert entry["images"] == 3
+        assert entry["foreground"]["features"] == 3 * 4
+        assert entry["context"]["features"] == 3 * 12
+        assert 1 <= len(protos.foreground[n]) <= 3
+        assert len(protos.foreground[n]) == entry["foreground"]["selected"]
+        assert protos.foreground[n].shape[1] == model.feature_dim
+    rows = prototype_composition(protos)
+    assert rows, "part annotation present: every selected prototype has a composition"
+    for row in rows:
+        parts = ["head", "body_near", "body_far", "context_present", "context_absent"]
+        total = sum(row[p] for p in [*parts, "background", "other_object", "ignore"])
+        assert total == pytest.approx(1.0)
+        assert row["body"] == pytest.approx(row["body_near"] + row["body_far"])
+        if row["kind"] == "class":  # foreground cells lie on the object: head or body only
+            assert row["head"] + row["body"] == pytest.approx(1.0)
+        else:
+            assert row["head"] + row["body"] == 0
+
+    path = tmp_path / "protos.safetensors"
+    save_prototypes(path, protos)
+    loaded = load_prototypes(path)
+    assert loaded.classes == protos.classes
+    assert loaded.meta["checkpoint"] == "ckpt.safetensors"
+    assert loaded.meta["config"]["k"] == 3
+    for a, b in zip(
+        loaded.foreground + loaded.context, protos.foreground + protos.context, strict=True
+    ):
+        torch.testing.assert_close(a, b)
+    assert prototype_composition(loaded) == rows
+
+
+def test_sampling_with_replacement_repeats_images(tiny):
+    dataset, cams, model = tiny
+    config = PrototypeConfig(k=2, per_class=5, replace=True, seed=3)
+    protos = fit_prototypes(model, dataset, cams, config, progress=False)
+    for entry in protos.meta["per_class"]:
+        assert entry["images"] == 5
+        assert entry["foreground"]["features"] == 5 * 4  # repeats count again
+    one = fit_prototypes(model, dataset, cams, PrototypeConfig(k=2, per_class=1), progress=False)
+    assert [e["foreground"]["features"] for e in one.meta["per_class"]] == [4, 4]
+
+
+def test_feature_cap_keeps_a_subsample(tiny):
+    dataset, cams, model = tiny
+    config = PrototypeConfig(k=2, max_features=5, classes_per_pass=1)
+    protos = fit_prototypes(model, dataset, cams, config, progress=False)
+    for entry in protos.meta["per_class"]:
+        assert entry["context"]["features"] == 36 and entry["context"]["clustered"] == 5
+        assert sum(c["members"] for c in entry["context"]["clusters"]) == 5
+
+
+def test_fallback_is_logged_and_recorded(tiny, caplog):
+    dataset, cams, model = tiny
+    with caplog.at_level(logging.WARNING, logger="wsss.maps.lpcam"):
+        protos = fit_prototypes(
+            model, dataset, cams, PrototypeConfig(k=2, mu_f=1.0), progress=False
+        )
+    assert all(e["fallback"] for e in protos.meta["per_class"])
+    assert all(len(f) == 1 for f in protos.foreground)
+    assert "mu_f" in caplog.text
+
+
+def test_fit_errors(tiny, tmp_path):
+    dataset, cams, model = tiny
+    with pytest.raises(DataError, match="CAM folder not found"):
+        fit_prototypes(model, dataset, tmp_path / "nope", progress=False)
+    empty = tmp_path / "cams"
+    save_class_maps(
+        empty / "img0.npz", ClassMaps(keys=[2], cam=np.zeros((1, 16, 16)), hr=np.zeros((1, 64, 64)))
+    )
+    with pytest.raises(DataError, match="no map for class id 1"):
+        fit_prototypes(model, dataset, empty, progress=False)
+    with pytest.raises(ConfigError, match="3 classes"):
+        fit_prototypes(CAMClassifier("resnet10t", num_classes=3), dataset, cams, progress=False)
+    with pytest.raises(ConfigError):
+        PrototypeConfig(mu_low=0.5, mu_b=0.4)
+
+
+def test_load_rejects_foreign_files(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        load_prototypes(tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a safetensors file")
+    with pytest.raises(DataError, match="not a wsss prototype file"):
+        load_prototypes(bad)
