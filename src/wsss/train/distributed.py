@@ -1,0 +1,111 @@
+"""Multi-process training with ``torch.distributed``, started by ``torchrun``.
+
+When ``torchrun`` (or any launcher) sets ``WORLD_SIZE`` > 1, :func:`init_distributed` joins the
+process group (NCCL on CUDA, gloo on CPU); otherwise everything is a single-process no-op, so
+the same command runs both ways.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__ = [
+    "DistInfo",
+    "barrier",
+    "broadcast_buffers",
+    "cleanup",
+    "dist_info",
+    "init_distributed",
+    "no_sync",
+    "wrap_ddp",
+]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in the job."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether more than one process takes part."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes files and logs (rank 0)."""
+        return self.rank == 0
+
+
+def dist_info() -> DistInfo:
+    """The current process group's layout (single process when none is initialised)."""
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(
+            dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+        )
+    return DistInfo()
+
+
+def init_distributed(timeout_s: float = 1800.0) -> DistInfo:
+    """Join the process group when launched with ``WORLD_SIZE`` > 1 (idempotent)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist_info()
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if world_size <= 1 or not dist.is_available():
+        return DistInfo()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    return dist_info()
+
+
+def cleanup() -> None:
+    """Leave the process group, if any."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every process (no-op in a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def wrap_ddp(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` wrapped in DistributedDataParallel (unchanged when not distributed)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return module
+    device_ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+
+
+@contextlib.contextmanager
+def no_sync(modules: Iterable[nn.Module], enabled: bool = True) -> Iterator[None]:
+    """Skip DDP gradient synchronisation on ``modules`` (for non-final accumulation steps)."""
+    with contextlib.ExitStack() as stack:
+        if enabled:
+            for m in modules:
+                if isinstance(m, nn.parallel.DistributedDataParallel):
+                    stack.enter_context(m.no_sync())
+        yield
+
+
+def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
+    """Copy ``src``'s buffers (e.g. BatchNorm statistics) to every process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for buf in module.buffers():
+        dist.broadcast(buf, src)
