@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 from wsss.data.base import SegmentationDataset
 from wsss.data.parts import BODY_FAR, BODY_NEAR, CONTEXT_PRESENT, HEAD, OTHER_BACKGROUND
+from wsss.data.transforms import normalize, to_tensor
 from wsss.errors import ConfigError, DataError
-from wsss.maps.io import ClassMaps, save_class_maps
+from wsss.maps.io import ClassMaps, load_class_maps, save_class_maps
 from wsss.maps.kmeans import cosine_kmeans
 from wsss.maps.lpcam import (
     PrototypeConfig,
@@ -20,10 +21,13 @@ from wsss.maps.lpcam import (
     fit_prototypes,
     load_prototypes,
     lpcam_map,
+    lpcam_maps,
     prototype_composition,
     save_prototypes,
     select_prototypes,
 )
+from wsss.maps.methods import get_map_method
+from wsss.maps.runner import run_maps
 from wsss.models.classifier import CAMClassifier
 
 # --- the "bird" example of the LPCAM paper, §3.2 --------------------------------------------
@@ -317,3 +321,77 @@ def test_load_rejects_foreign_files(tmp_path):
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(DataError, match="not a wsss prototype file"):
         load_prototypes(bad)
+
+
+# --- maps ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny):
+    dataset, cams, model = tiny
+    protos = fit_prototypes(model, dataset, cams, PrototypeConfig(k=3, mu_f=0.5), progress=False)
+    return dataset, model, protos
+
+
+def test_single_scale_maps_match_a_direct_computation(fitted):
+    dataset, model, protos = fitted
+    image = dataset.load_image("img0")[:50, :60]  # not a multiple of 16
+    maps = lpcam_maps(model, image, [1, 0], protos, scales=(1.0,), amp=False)
+    assert maps.keys.tolist() == [1, 2]
+    assert maps.cam.shape == (2, 13, 15) and maps.hr.shape == (2, 50, 60)
+
+    x = normalize(to_tensor(image)).unsqueeze(0)
+    with torch.no_grad():
+        feats = model(torch.cat([x, x.flip(-1)]), with_features=True).features
+    g = feats[0] + feats[1].flip(-1)  # features summed with their un-flipped flip
+    a = lpcam_map(g, protos.head([0, 1])).unsqueeze(0)
+    hr = F.interpolate(a, (64, 64), mode="bilinear", align_corners=False)[0, :, :50, :60]
+    hr = hr / (hr.amax(dim=(1, 2), keepdim=True) + 1e-5)
+    np.testing.assert_allclose(maps.hr, hr.numpy(), atol=1e-5)
+
+
+def test_maps_are_normalised_drop_in_class_maps(fitted):
+    dataset, model, protos = fitted
+    images = [to_tensor(dataset.load_image(i)) for i in ("img0", "img1")]
+    for method in ("lpcam", "lpcam_f"):
+        out = get_map_method(method)(
+            model, images, [[0], [0, 1]], prototypes=protos, scales=(1.0, 0.5), amp=False
+        )
+        assert [m.keys.tolist() for m in out] == [[1], [1, 2]]
+        for m in out:
+            assert m.hr.min() >= 0 and m.hr.max() <= 1 and m.cam.max() <= 1
+            assert m.cam.shape[1:] == (16, 16) and m.hr.shape[1:] == (64, 64)
+            peaks = m.hr.reshape(len(m.keys), -1).max(axis=1)
+            assert np.all((peaks > 0.99) | (peaks == 0))
+    with_ctx = lpcam_maps(model, images[1], [1], protos, amp=False)
+    without = lpcam_maps(model, images[1], [1], protos, context=False, amp=False)
+    assert len(protos.context[1]) > 0
+    assert not np.allclose(with_ctx.hr, without.hr)
+
+
+def test_runner_writes_lpcam_files(fitted, tmp_path):
+    dataset, model, protos = fitted
+    result = run_maps(
+        "lpcam",
+        model,
+        dataset,
+        tmp_path / "lpcam",
+        scales=(1.0,),
+        amp=False,
+        method_options={"prototypes": protos},
+        progress=False,
+    )
+    assert result.complete and result.written == len(dataset)
+    maps = load_class_maps(tmp_path / "lpcam" / "img3.npz")
+    assert maps.keys.tolist() == [2] and maps.hr.shape == (1, 64, 64)
+
+
+def test_maps_reject_prototypes_of_another_model(fitted):
+    dataset, model, _ = fitted
+    narrow = Prototypes(
+        foreground=[torch.rand(1, 8), torch.rand(1, 8)],
+        context=[torch.zeros(0, 8), torch.zeros(0, 8)],
+        classes=["cat", "dog"],
+    )
+    with pytest.raises(ConfigError, match="fit them with this checkpoint"):
+        lpcam_maps(model, dataset.load_image("img0"), [0], narrow)

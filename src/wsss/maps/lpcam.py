@@ -7,9 +7,12 @@ clustered with cosine k-means, and the classifier's 1×1 head ``W`` acts as the 
 class prototypes (the best one when none passes), context centres with
 ``mu_low < P[:, n] < mu_b`` the context prototypes.
 
-Maps (:func:`lpcam_map`): ``ReLU(mean_q cos(g, q) − mean_b cos(g, b))`` over class prototypes
-``q`` and context prototypes ``b``. The mean of cosines with unit prototypes is linear in the
-unit-normalised feature ``ĝ``, so both means fold into one ``K×D`` matrix
+Maps (:func:`lpcam_maps_batch`, registered as map methods ``lpcam`` and ``lpcam_f``): per
+TTA scale, ``g = F(x) + hflip(F(hflip x))`` and :func:`lpcam_map` gives
+``ReLU(mean_q cos(g, q) − mean_b cos(g, b))`` over class prototypes ``q`` and context
+prototypes ``b``; scales are aggregated and max-normalised exactly as CAM maps. The mean of
+cosines with unit prototypes is linear in the unit-normalised feature ``ĝ``, so both means fold
+into one ``K×D`` matrix
 (:meth:`Prototypes.head`: block-averaging matrix times the stacked unit prototypes of all
 requested classes) and every class of an image costs one matrix product with ``ĝ``.
 """
@@ -36,8 +39,19 @@ from wsss.data.base import IGNORE_INDEX, SegmentationDataset
 from wsss.data.parts import PART_NAMES
 from wsss.data.transforms import normalize, to_tensor
 from wsss.errors import ConfigError, DataError
-from wsss.maps.io import load_class_maps
+from wsss.maps.cam import predicted_classes
+from wsss.maps.io import ClassMaps, load_class_maps
 from wsss.maps.kmeans import cluster_means, cosine_kmeans
+from wsss.maps.methods import MAP_METHODS
+from wsss.maps.tta import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_SCALES,
+    as_image_tensor,
+    multiscale_flip,
+    normalize_maps,
+    size_groups,
+    strided_size,
+)
 from wsss.models.classifier import CAMClassifier
 from wsss.utils.io import atomic_path
 
@@ -48,6 +62,8 @@ __all__ = [
     "fit_prototypes",
     "load_prototypes",
     "lpcam_map",
+    "lpcam_maps",
+    "lpcam_maps_batch",
     "prototype_composition",
     "save_prototypes",
     "select_prototypes",
@@ -77,7 +93,10 @@ class PrototypeConfig:
         init: k-means initialisation, ``"random"`` (reference) or ``"k-means++"``.
         update: k-means centre update, ``"reference"`` (raw mean) or ``"normalized"``.
         stop: k-means stopping rule, ``"reference"`` (``(Σ‖Δc‖)² < tol``) or ``"shift"``.
-        tol: Tolerance of ``stop`` (reference: 5).
+        tol: Tolerance of ``stop`` (reference: 5). The reference rule is in feature units:
+            5 suits ResNet-50 layer-4 features, while small-norm features (an untrained or
+            another backbone) can stop it after one iteration; ``stop="shift"`` (on unit
+            centres, e.g. ``tol=1e-4``) is scale free.
         max_iter: k-means iteration cap (the reference has none).
         max_features: Cap on the features kept per set (uniform reservoir sample, seeded);
             None keeps all.
@@ -657,3 +676,133 @@ def load_prototypes(path: str | os.PathLike) -> Prototypes:
     except KeyError as e:
         raise DataError(f"{path}: prototype file lacks tensor {e.args[0]}") from None
     return Prototypes(foreground=foreground, context=context, classes=classes, meta=meta)
+
+
+def _as_prototypes(prototypes: Prototypes | str | os.PathLike) -> Prototypes:
+    return prototypes if isinstance(prototypes, Prototypes) else load_prototypes(prototypes)
+
+
+def lpcam_maps_batch(
+    model: CAMClassifier,
+    images: Sequence[Tensor],
+    class_indices: Sequence[Sequence[int] | None],
+    *,
+    prototypes: Prototypes | str | os.PathLike,
+    context: bool = True,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    threshold: float = 0.5,
+    device: torch.device | str | None = None,
+    amp: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> list[ClassMaps]:
+    """LPCAM (or, with ``context=False``, LPCAM-F) maps of several images, like CAM maps.
+
+    Args:
+        model: The classifier whose features the prototypes were fitted on.
+        images: ``3×H×W`` ``uint8`` RGB images (any sizes; equal sizes share forward passes).
+        class_indices: Per image, the classes (0..C−1) to keep, or None for the classes the
+            model predicts.
+        prototypes: Fitted prototypes or the path of a prototype file.
+        context: Subtract the context term.
+        scales: TTA scales.
+        threshold: Probability threshold for predicted classes.
+        device: Where the model runs; default its current device.
+        amp: Autocast the backbone on CUDA (similarities are computed in float32).
+        max_pixels: Cap on input pixels per forward pass.
+
+    Returns:
+        One :class:`ClassMaps` per image: keys = class index + 1, channels max-normalised.
+    """
+    if len(images) != len(class_indices):
+        raise ValueError(f"{len(images)} images but {len(class_indices)} class lists")
+    prototypes = _as_prototypes(prototypes)
+    if prototypes.num_classes != model.num_classes or prototypes.feature_dim != model.feature_dim:
+        raise ConfigError(
+            f"prototypes are for {prototypes.num_classes} classes × {prototypes.feature_dim} "
+            f"features, the classifier has {model.num_classes} × {model.feature_dim}; fit them "
+            "with this checkpoint"
+        )
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    images = [as_image_tensor(im) for im in images]
+    classes = [None if c is None else sorted({int(n) for n in c}) for c in class_indices]
+    unknown = [i for i, c in enumerate(classes) if c is None]
+    if unknown:
+        found = predicted_classes(
+            model, [images[i] for i in unknown], threshold, device=device, amp=amp
+        )
+        for i, c in zip(unknown, found, strict=True):
+            classes[i] = c
+
+    def features(x: Tensor) -> Tensor:
+        return model(x, with_features=True).features
+
+    results: list[ClassMaps | None] = [None] * len(images)
+    for group in size_groups([tuple(im.shape[-2:]) for im in images]):
+        h, w = images[group[0]].shape[-2:]
+        union = sorted(set().union(*(classes[i] for i in group)))
+        if union:
+            head = prototypes.head(union, context=context).to(device)
+
+            def merge(a: Tensor, b: Tensor, head: Tensor = head) -> Tensor:
+                # Features of the image and of its flip are summed before the cosine.
+                return lpcam_map(a + b, head)
+
+            strided, hr = multiscale_flip(
+                features,
+                torch.stack([images[i] for i in group]),
+                scales,
+                merge=merge,
+                device=device,
+                amp=amp,
+                max_pixels=max_pixels,
+            )
+        for j, i in enumerate(group):
+            keep = [union.index(c) for c in classes[i]]
+            if keep:
+                cam = normalize_maps(strided[j, keep]).cpu().numpy()
+                high = normalize_maps(hr[j, keep]).cpu().numpy()
+            else:
+                cam = np.zeros((0, *strided_size((h, w), 4)), dtype=np.float32)
+                high = np.zeros((0, h, w), dtype=np.float32)
+            results[i] = ClassMaps(
+                keys=np.asarray(classes[i], dtype=np.int64) + 1, cam=cam, hr=high
+            )
+    return results
+
+
+def lpcam_f_maps_batch(
+    model: CAMClassifier,
+    images: Sequence[Tensor],
+    class_indices: Sequence[Sequence[int] | None],
+    **kwargs: Any,
+) -> list[ClassMaps]:
+    """LPCAM-F: :func:`lpcam_maps_batch` without the context term."""
+    return lpcam_maps_batch(model, images, class_indices, **{**kwargs, "context": False})
+
+
+def lpcam_maps(
+    model: CAMClassifier,
+    image: np.ndarray | Tensor,
+    class_indices: Sequence[int] | None,
+    prototypes: Prototypes | str | os.PathLike,
+    context: bool = True,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    **kwargs: Any,
+) -> ClassMaps:
+    """LPCAM maps of one image (``H×W×3`` array or ``3×H×W`` tensor, ``uint8`` RGB).
+
+    Other keyword arguments as :func:`lpcam_maps_batch`.
+    """
+    return lpcam_maps_batch(
+        model,
+        [image],
+        [class_indices],
+        prototypes=prototypes,
+        context=context,
+        scales=scales,
+        **kwargs,
+    )[0]
+
+
+MAP_METHODS.register("lpcam")(lpcam_maps_batch)
+MAP_METHODS.register("lpcam_f")(lpcam_f_maps_batch)
