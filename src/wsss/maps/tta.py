@@ -1,0 +1,175 @@
+"""Multi-scale + flip test-time augmentation for dense maps (METHODS.md §3).
+
+For every scale ``s`` the image is resized to ``(round(H·s), round(W·s))`` (bicubic), the pair
+``[x_s, hflip(x_s)]`` goes through the network in one batch, the flipped output is flipped back
+and both are merged into the map of that scale (``a + b`` by default). The maps of all scales
+are upsampled (bilinear) and summed twice: onto the stride-4 grid ``strided(4)`` and onto
+``strided_up16``, which is then cropped to ``H×W``.
+
+Resampling follows the published code (IRN, Puzzle-CAM, P-NOC): images are resized as ``uint8``
+with PIL's bicubic filter (antialiased when shrinking), reproduced here by torch's ``uint8``
+antialiased bicubic kernel (it differs from PIL by one grey level on under 1 % of the pixels);
+maps are upsampled with ``F.interpolate(..., mode="bilinear", align_corners=False)``, the
+reference's ``align_corners``.
+
+The network-specific parts are two callables: ``forward`` (a normalised batch to per-pixel
+outputs, e.g. ReLU'd class maps or backbone features) and ``merge`` (the pair of outputs to the
+map of one scale). CAM, LPCAM and saliency inference differ only in these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wsss.data.transforms import normalize
+from wsss.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_SCALES",
+    "as_image_tensor",
+    "multiscale_flip",
+    "normalize_maps",
+    "resize_image",
+    "scaled_size",
+    "size_groups",
+    "strided_size",
+    "strided_up_size",
+]
+
+DEFAULT_SCALES = (1.0, 0.5, 1.5, 2.0)
+# Input pixels per forward pass (flipped copies included) when several images are batched:
+# two 500×375 VOC images at scale 2 with their flips (3 Mpx). One image always goes alone.
+DEFAULT_MAX_PIXELS = 3_000_000
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+Merge = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def strided_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
+    """``(ceil(H/stride), ceil(W/stride))``."""
+    return (-(-size[0] // stride), -(-size[1] // stride))
+
+
+def strided_up_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
+    """``size`` rounded up to multiples of ``stride``."""
+    h, w = strided_size(size, stride)
+    return h * stride, w * stride
+
+
+def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """``(round(H·s), round(W·s))`` with Python's (half-to-even) rounding, as the reference."""
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def as_image_tensor(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """An ``H×W×3`` ``uint8`` array or a ``3×H×W`` / ``N×3×H×W`` ``uint8`` tensor, as a tensor."""
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an H×W×3 uint8 RGB array, got {image.dtype} {image.shape}")
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    if image.dtype != torch.uint8 or image.ndim not in (3, 4) or image.shape[-3] != 3:
+        raise ValueError(
+            f"expected a 3×H×W or N×3×H×W uint8 tensor, got {image.dtype} {tuple(image.shape)}"
+        )
+    return image
+
+
+def resize_image(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize of ``uint8`` images (``…×3×H×W``) like PIL's ``Image.resize(BICUBIC)``.
+
+    Runs on the CPU, where torch has the exact ``uint8`` kernel; the result stays on the CPU.
+    """
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images.cpu()
+    batch = images.cpu().reshape(-1, *images.shape[-3:])
+    out = F.interpolate(batch, size=size, mode="bicubic", align_corners=False, antialias=True)
+    return out.reshape(*images.shape[:-2], *size)
+
+
+def size_groups(sizes: Sequence[tuple[int, int]]) -> list[list[int]]:
+    """Indices of equal ``sizes`` grouped together, groups in order of first appearance."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, size in enumerate(sizes):
+        groups.setdefault(tuple(size), []).append(i)
+    return list(groups.values())
+
+
+def normalize_maps(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Divide each ``h×w`` map (last two dimensions) by its maximum plus ``eps``.
+
+    Maps are expected non-negative; an all-zero map stays zero.
+    """
+    return maps / (maps.amax(dim=(-2, -1), keepdim=True) + eps)
+
+
+def _add_pair_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a + b
+
+
+def multiscale_flip(
+    forward: Forward,
+    image: torch.Tensor,
+    scales: Sequence[float] = DEFAULT_SCALES,
+    merge: Merge | None = None,
+    *,
+    device: torch.device | str | None = None,
+    amp: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Multi-scale, flip-augmented dense maps of one image or of a batch of equal-sized images.
+
+    Args:
+        forward: Maps an ``n×3×h×w`` ImageNet-normalised batch to ``n×K'×h'×w'`` outputs.
+            Called once per scale (and per chunk of ``max_pixels``) on ``[x_s, hflip(x_s)]``.
+        image: ``uint8`` RGB, ``3×H×W`` or ``N×3×H×W`` (equal sizes batch without padding).
+        scales: Resize factors.
+        merge: Turns the outputs of the images and of their flips (already flipped back), two
+            ``n×K'×h'×w'`` tensors, into the ``n×K×h'×w'`` maps of one scale; default ``a + b``.
+            LPCAM merges summed features into prototype similarities here.
+        device: Where ``forward`` runs; default the image's device.
+        amp: Autocast ``forward`` to float16 on CUDA (maps are accumulated in float32).
+        max_pixels: Cap on input pixels per forward pass when batching several images.
+
+    Returns:
+        ``(strided, hr)``: unnormalised sums over scales, ``K×ceil(H/4)×ceil(W/4)`` and
+        ``K×H×W`` (with a leading ``N`` dimension for a batched input), ``float32``, on
+        ``device``.
+    """
+    if not scales or any(not np.isfinite(s) or s <= 0 for s in scales):
+        raise ConfigError(f"TTA scales must be positive numbers, got {list(scales)}")
+    image = as_image_tensor(image)
+    images = image.unsqueeze(0) if image.ndim == 3 else image
+    merge = merge or _add_pair_sum
+    device = torch.device(device) if device is not None else images.device
+    n, _, h, w = images.shape
+    size4, size_up = strided_size((h, w), 4), strided_up_size((h, w), 16)
+    strided = hr = None
+    with torch.inference_mode():
+        for scale in scales:
+            size = scaled_size((h, w), scale)
+            x = normalize(resize_image(images, size).to(device, non_blocking=True))
+            chunk = max(1, max_pixels // (2 * size[0] * size[1]))
+            for i in range(0, n, chunk):
+                xs = x[i : i + chunk]
+                with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+                    out = forward(torch.cat([xs, xs.flip(-1)]))
+                a, b = out.float().split(len(xs))
+                maps = merge(a, b.flip(-1)).float()
+                if strided is None:
+                    strided = maps.new_zeros((n, maps.shape[1], *size4))
+                    hr = maps.new_zeros((n, maps.shape[1], *size_up))
+                strided[i : i + chunk] += F.interpolate(
+                    maps, size4, mode="bilinear", align_corners=False
+                )
+                hr[i : i + chunk] += F.interpolate(
+                    maps, size_up, mode="bilinear", align_corners=False
+                )
+    hr = hr[..., :h, :w]
+    if image.ndim == 3:
+        return strided[0], hr[0]
+    return strided, hr

@@ -1,0 +1,176 @@
+"""Writing the maps of a dataset: files, manifest, resume, sharding, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wsss.data.base import SegmentationDataset
+from wsss.errors import ConfigError, DataError
+from wsss.maps.cam import cam_maps_batch, predicted_classes
+from wsss.maps.io import load_class_maps
+from wsss.maps.runner import MANIFEST_NAME, is_complete_map_file, run_maps
+from wsss.models.classifier import CAMClassifier
+
+SCALES = (1.0, 0.5)
+
+
+class TinyDataset(SegmentationDataset):
+    """In-memory images and labels; ``bad`` ids fail to decode, ``labels=False`` has none."""
+
+    def __init__(self, sizes, labels, num_classes=3, bad=(), has_labels=True):
+        rng = np.random.default_rng(0)
+        self.root = Path("memory")
+        self.split = "train"
+        self.classes = [f"c{i}" for i in range(num_classes)]
+        self.ids = [f"img{i}" for i in range(len(sizes))]
+        self.images = {
+            i: rng.integers(0, 256, (*s, 3), dtype=np.uint8)
+            for i, s in zip(self.ids, sizes, strict=True)
+        }
+        self.labels = {}
+        for sample_id, present in zip(self.ids, labels, strict=True):
+            label = np.zeros(num_classes, dtype=np.float32)
+            label[list(present)] = 1
+            self.labels[sample_id] = label
+        self.bad, self.has_labels = set(bad), has_labels
+
+    def load_image(self, sample_id):
+        if sample_id in self.bad:
+            raise DataError(f"{sample_id}.jpg: truncated image")
+        return self.images[sample_id]
+
+    def load_label(self, sample_id):
+        if not self.has_labels:
+            raise DataError(f"{sample_id}: no label file")
+        return self.labels[sample_id]
+
+
+@pytest.fixture(scope="module")
+def model() -> CAMClassifier:
+    torch.manual_seed(0)
+    net = CAMClassifier("resnet10t", num_classes=3, output_stride=16).eval()
+    with torch.no_grad():
+        net.head.weight.mul_(1e4)
+    return net
+
+
+@pytest.fixture
+def dataset() -> TinyDataset:
+    sizes = [(37, 53), (24, 32), (37, 53), (30, 20)]
+    return TinyDataset(sizes, labels=[[0, 2], [1], [], [0, 1, 2]])
+
+
+class CountingCam:
+    """The CAM method, recording which images it was asked for."""
+
+    __name__ = "cam"
+
+    def __init__(self):
+        self.calls = 0
+        self.shapes = []
+
+    def __call__(self, model, images, class_indices, **kwargs):
+        self.calls += len(images)
+        self.shapes += [tuple(im.shape) for im in images]
+        return cam_maps_batch(model, images, class_indices, **kwargs)
+
+
+def test_writes_one_valid_file_per_image_and_a_manifest(model, dataset, tmp_path):
+    result = run_maps(
+        "cam", model, dataset, tmp_path, scales=SCALES, batch_size=3, checkpoint="ck.safetensors"
+    )
+    assert (result.written, result.skipped, result.complete) == (4, 0, True)
+    for sample_id in dataset.ids:
+        maps = load_class_maps(tmp_path / f"{sample_id}.npz")
+        expected = np.flatnonzero(dataset.labels[sample_id]) + 1
+        np.testing.assert_array_equal(maps.keys, expected)
+        h, w = dataset.images[sample_id].shape[:2]
+        assert maps.hr.shape == (len(expected), h, w)
+        assert maps.cam.shape == (len(expected), -(-h // 4), -(-w // 4))
+        if len(expected) == 0:
+            continue
+        for arr in (maps.cam, maps.hr):
+            assert arr.min() >= 0 and arr.max() <= 1
+            peaks = arr.max(axis=(1, 2))
+            assert np.all((peaks == 0) | (np.abs(peaks - 1) < 1e-4)), peaks
+    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    assert manifest == {
+        "method": "cam",
+        "checkpoint": "ck.safetensors",
+        "scales": [1.0, 0.5],
+        "classes": "gt",
+        "split": "train",
+        "count": 4,
+    }
+
+
+def test_resume_recomputes_only_missing_or_damaged_files(model, dataset, tmp_path):
+    run_maps("cam", model, dataset, tmp_path, scales=SCALES, progress=False)
+    kept = {i: (tmp_path / f"{i}.npz").read_bytes() for i in ("img0", "img3")}
+    (tmp_path / "img1.npz").unlink()
+    (tmp_path / "img2.npz").write_bytes(b"truncated")
+    (tmp_path / MANIFEST_NAME).unlink()
+    assert not is_complete_map_file(tmp_path / "img2.npz")
+    method = CountingCam()
+    result = run_maps(method, model, dataset, tmp_path, scales=SCALES, progress=False)
+    assert method.calls == 2 and sorted(method.shapes) == [(3, 24, 32), (3, 37, 53)]
+    assert (result.written, result.skipped, result.complete) == (2, 2, True)
+    for sample_id, data in kept.items():
+        assert (tmp_path / f"{sample_id}.npz").read_bytes() == data
+    assert load_class_maps(tmp_path / "img2.npz").keys.shape == (0,)
+    assert (tmp_path / MANIFEST_NAME).is_file()
+    again = CountingCam()
+    run_maps(again, model, dataset, tmp_path, scales=SCALES, progress=False)
+    assert again.calls == 0
+
+
+def test_shards_take_every_world_th_image(model, dataset, tmp_path):
+    result = run_maps(
+        "cam", model, dataset, tmp_path, scales=SCALES, rank=1, world_size=2, progress=False
+    )
+    assert sorted(p.stem for p in tmp_path.glob("*.npz")) == ["img1", "img3"]
+    assert not result.complete and not (tmp_path / MANIFEST_NAME).exists()
+    result = run_maps(
+        "cam", model, dataset, tmp_path, scales=SCALES, rank=0, world_size=2, progress=False
+    )
+    assert result.complete and (tmp_path / MANIFEST_NAME).is_file()
+
+
+def test_predicted_classes_need_no_labels(model, tmp_path):
+    unlabelled = TinyDataset([(20, 28), (26, 18)], labels=[[], []], has_labels=False)
+    with pytest.raises(DataError, match="no label file"):
+        run_maps("cam", model, unlabelled, tmp_path / "gt", scales=SCALES, progress=False)
+    run_maps("cam", model, unlabelled, tmp_path, scales=SCALES, classes="predicted", progress=False)
+    images = [torch.from_numpy(unlabelled.images[i]).permute(2, 0, 1) for i in unlabelled.ids]
+    expected = predicted_classes(model, images)
+    for sample_id, classes in zip(unlabelled.ids, expected, strict=True):
+        keys = load_class_maps(tmp_path / f"{sample_id}.npz").keys
+        np.testing.assert_array_equal(keys, np.array(classes, dtype=np.int64) + 1)
+
+
+def test_changed_settings_in_a_finished_folder_are_refused(model, dataset, tmp_path):
+    run_maps("cam", model, dataset, tmp_path, scales=SCALES, progress=False)
+    with pytest.raises(ConfigError, match="scales"):
+        run_maps("cam", model, dataset, tmp_path, scales=(1.0,), progress=False)
+
+
+def test_configuration_errors(model, dataset, tmp_path):
+    with pytest.raises(ConfigError, match="3 classes but dataset"):
+        run_maps("cam", model, TinyDataset([(8, 8)], [[0]], num_classes=5), tmp_path)
+    with pytest.raises(ConfigError, match="unknown map method 'nope'"):
+        run_maps("nope", model, dataset, tmp_path)
+    with pytest.raises(ConfigError, match="'gt' or 'predicted'"):
+        run_maps("cam", model, dataset, tmp_path, classes="all")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_unreadable_image_stops_with_its_message(model, tmp_path, workers):
+    broken = TinyDataset([(16, 16), (16, 16)], [[0], [1]], bad={"img1"})
+    with pytest.raises(DataError, match=r"img1\.jpg: truncated image"):
+        run_maps("cam", model, broken, tmp_path, scales=(1.0,), num_workers=workers, progress=False)
+    assert (tmp_path / "img0.npz").is_file()  # finished work is kept
