@@ -416,13 +416,15 @@ def _read_yaml(preset_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict[s
     parent = data.pop("extends", None)
     if parent is None:
         return data
-    if str(parent) in seen:
-        raise ConfigError(f"{source}: circular 'extends: {parent}'")
     if path.is_file() and not Path(str(parent)).is_absolute():
         sibling = path.parent / str(parent)
         if sibling.is_file():
             parent = sibling
-    return _merge(_read_yaml(parent, (*seen, str(preset_or_path))), data)
+    key = str(Path(parent).resolve()) if Path(str(parent)).is_file() else str(parent)
+    here = str(path.resolve()) if path.is_file() else str(preset_or_path)
+    if key in (*seen, here):
+        raise ConfigError(f"{source}: circular 'extends: {parent}'")
+    return _merge(_read_yaml(parent, (*seen, here)), data)
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
