@@ -9,6 +9,19 @@ from wsss.train.strategies.base import LossOutput, NoArgs, Phase, StepContext, S
 
 STRATEGIES: Registry[type[Strategy]] = Registry("training strategy")
 
-from wsss.train.strategies import vanilla  # noqa: E402  (registers itself)
+# Each module registers its strategies on import.
+from wsss.train.strategies import occse, pnoc, poc, puzzle, vanilla  # noqa: E402
 
-__all__ = ["STRATEGIES", "LossOutput", "NoArgs", "Phase", "StepContext", "Strategy", "vanilla"]
+__all__ = [
+    "STRATEGIES",
+    "LossOutput",
+    "NoArgs",
+    "Phase",
+    "StepContext",
+    "Strategy",
+    "occse",
+    "pnoc",
+    "poc",
+    "puzzle",
+    "vanilla",
+]
