@@ -100,8 +100,11 @@ def build_from_architecture(architecture: dict[str, Any]) -> nn.Module:
 def _read_meta(weights: Path) -> dict[str, Any] | None:
     sidecar = weights.with_suffix(".json")
     if weights.suffix == ".safetensors":
-        with safe_open(str(weights), framework="pt") as f:
-            text = (f.metadata() or {}).get("wsss")
+        try:
+            with safe_open(str(weights), framework="pt") as f:
+                text = (f.metadata() or {}).get("wsss")
+        except Exception as e:
+            raise DataError(f"{weights}: not a safetensors file ({e})") from None
         if text:
             return json.loads(text)
     if sidecar.is_file():

@@ -1,0 +1,118 @@
+"""Parameter groups, learning-rate schedules and the classification loss."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from wsss.errors import ConfigError
+from wsss.models import CAMClassifier
+from wsss.train.losses import multilabel_soft_margin, smooth_labels
+from wsss.train.optim import build_optimizer, build_scheduler, param_groups, poly_factor
+
+
+@pytest.fixture(scope="module")
+def model() -> CAMClassifier:
+    return CAMClassifier("resnet10t", num_classes=3)
+
+
+def test_four_groups_get_lr_multipliers_and_weight_decay(model: CAMClassifier) -> None:
+    groups = param_groups(model, lr=0.1, weight_decay=1e-4)
+    by_name = {g["name"]: g for g in groups}
+    # The head has no bias, so the fourth group is empty and left out.
+    assert list(by_name) == ["pretrained_weights", "pretrained_biases", "new_weights"]
+    assert by_name["pretrained_weights"]["lr"] == pytest.approx(0.1)
+    assert by_name["pretrained_biases"]["lr"] == pytest.approx(0.2)
+    assert by_name["new_weights"]["lr"] == pytest.approx(1.0)
+    assert [g["weight_decay"] for g in groups] == [1e-4, 0.0, 1e-4]
+    assert by_name["new_weights"]["params"] == [model.head.weight]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_generic_module_groups_and_frozen_parameters() -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2, bias=True))
+    net[2].weight.requires_grad_(False)
+    groups = param_groups(net, lr=1.0, weight_decay=0.5, multipliers=(1, 3, 10, 20))
+    by_name = {g["name"]: g for g in groups}
+    assert {id(p) for p in by_name["pretrained_weights"]["params"]} == {id(net[0].weight)}
+    biases = {id(p) for p in by_name["pretrained_biases"]["params"]}
+    assert biases == {id(net[0].bias), id(net[1].weight), id(net[1].bias), id(net[2].bias)}
+    assert (
+        by_name["pretrained_biases"]["lr"] == 3
+        and by_name["pretrained_biases"]["weight_decay"] == 0
+    )
+    with pytest.raises(ConfigError, match="4 values"):
+        param_groups(net, 1.0, 0.0, multipliers=(1, 2))
+
+
+def _lrs(opt: torch.optim.Optimizer) -> list[float]:
+    return [g["lr"] for g in opt.param_groups]
+
+
+def test_poly_schedule_values(model: CAMClassifier) -> None:
+    total = 10
+    opt = build_optimizer(param_groups(model, 0.1, 1e-4), "sgd")
+    sched = build_scheduler(opt, "poly", total, poly_power=0.9)
+    base = [0.1, 0.2, 1.0]
+    assert _lrs(opt) == pytest.approx(base)  # k = 0
+    for _ in range(total // 2):
+        opt.step()
+        sched.step()
+    assert _lrs(opt) == pytest.approx([b * 0.5**0.9 for b in base])  # k = K/2
+    for _ in range(total // 2):
+        opt.step()
+        sched.step()
+    assert _lrs(opt) == pytest.approx([0.0, 0.0, 0.0])  # k = K
+    assert poly_factor(3, 4, 2.0) == pytest.approx(0.0625)
+    assert poly_factor(9, 4) == 0.0
+
+
+def test_onecycle_peaks_at_each_group_lr(model: CAMClassifier) -> None:
+    opt = build_optimizer(param_groups(model, 0.01, 0.0), "adamw")
+    assert isinstance(opt, torch.optim.AdamW)
+    sched = build_scheduler(opt, "onecycle", 40, onecycle_pct=0.25)
+    start = _lrs(opt)
+    peak = [0.0] * len(start)
+    for _ in range(40):
+        opt.step()
+        sched.step()
+        peak = [max(a, b) for a, b in zip(peak, _lrs(opt), strict=True)]
+    assert peak == pytest.approx([0.01, 0.02, 0.1], rel=5e-3)  # peak between two steps
+    assert all(s < p / 10 for s, p in zip(start, peak, strict=True))
+    assert all(lr < p / 1000 for lr, p in zip(_lrs(opt), peak, strict=True))
+
+
+def test_bad_optimiser_or_schedule(model: CAMClassifier) -> None:
+    groups = param_groups(model, 0.1, 0.0)
+    with pytest.raises(ConfigError, match=r"train\.optimizer"):
+        build_optimizer(groups, "lamb")
+    opt = build_optimizer(groups, "sgd", momentum=0.9)
+    assert opt.param_groups[0]["momentum"] == 0.9
+    with pytest.raises(ConfigError, match=r"train\.schedule"):
+        build_scheduler(opt, "cosine", 10)
+    with pytest.raises(ConfigError, match="no optimiser steps"):
+        build_scheduler(opt, "poly", 0)
+
+
+def test_label_smoothing_loss_against_hand_computation() -> None:
+    logits = torch.tensor([[2.0, -1.0], [0.0, 3.0]])
+    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    eps = 0.1
+    assert torch.equal(smooth_labels(labels, eps), torch.tensor([[0.95, 0.05], [0.05, 0.95]]))
+
+    def bce(z: float, t: float) -> float:
+        s = 1 / (1 + math.exp(-z))
+        return -(t * math.log(s) + (1 - t) * math.log(1 - s))
+
+    per_image = [
+        (bce(2.0, 0.95) + bce(-1.0, 0.05)) / 2,
+        (bce(0.0, 0.05) + bce(3.0, 0.95)) / 2,
+    ]
+    expected = sum(per_image) / 2
+    assert multilabel_soft_margin(logits, labels, eps).item() == pytest.approx(expected, rel=1e-6)
+    plain = (bce(2.0, 1) + bce(-1.0, 0) + bce(0.0, 0) + bce(3.0, 1)) / 4
+    assert multilabel_soft_margin(logits, labels).item() == pytest.approx(plain, rel=1e-6)
+    assert torch.equal(labels, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))  # not modified
