@@ -13,7 +13,7 @@ from PIL import Image
 
 from wsss.data.base import SegmentationDataset, voc_palette
 from wsss.maps.io import ClassMaps, save_class_maps
-from wsss.pipeline import RunDir, results_entry
+from wsss.pipeline.core import RunDir, results_entry
 from wsss.report import render_html, write_report
 from wsss.report.figures import colorize_mask, heat_overlay, pick_examples
 

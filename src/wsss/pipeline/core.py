@@ -3,10 +3,12 @@
 A run directory holds every artefact of one experiment::
 
     RUN/
-      config.yaml        resolved configuration (loadable again as a config file)
-      run_info.json      library versions, platform, seeds, pipeline settings
-      checkpoints/       classifier checkpoints
+      config.yaml        resolved configuration of the whole pipeline
+      run_info.json      library versions, platform, seeds, command line
+      train/<name>/      one training run per classifier (the trainer's layout: config,
+                         metrics.jsonl, checkpoints/last.safetensors + .json, resumable state)
       maps/<method>/     class-map files, one ``<id>.npz`` per image
+      lpcam/             LPCAM prototypes
       results.json       method → evaluation JSON (fixed threshold, oracle ``best``)
       timings.json       wall time of each stage
       report.html        self-contained HTML report
@@ -125,9 +127,13 @@ class RunDir:
     def report_path(self) -> Path:
         return self.path / "report.html"
 
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.path / "checkpoints"
+    def train_dir(self, name: str) -> Path:
+        """Directory of the training run of classifier ``name`` (e.g. ``cam``, ``pnoc``)."""
+        return self.path / "train" / name
+
+    def checkpoint(self, name: str) -> Path:
+        """Final weights of classifier ``name`` (written by the trainer at its end)."""
+        return self.train_dir(name) / "checkpoints" / "last.safetensors"
 
     @property
     def logs_dir(self) -> Path:
@@ -163,8 +169,8 @@ class RunDir:
     ) -> None:
         """Save the resolved ``config`` (a dataclass or mapping) and the run's provenance.
 
-        ``config.yaml`` holds the configuration alone, so it can be loaded again;
-        ``run_info.json`` holds the library versions, the platform, ``seeds`` and ``extra``.
+        ``config.yaml`` holds the configuration alone; ``run_info.json`` holds the library
+        versions, the platform, ``seeds`` and ``extra``.
         """
         atomic_write_text(self.config_path, yaml.safe_dump(_plain(config), sort_keys=False))
         info = {
@@ -452,6 +458,7 @@ class Pipeline:
         run: RunDir,
         force: Sequence[str] = (),
         on_stage: Callable[[StageReport], None] | None = None,
+        on_start: Callable[[Stage], None] | None = None,
     ) -> list[StageReport]:
         """Run every stage that is not complete, in order.
 
@@ -459,6 +466,7 @@ class Pipeline:
             run: The run directory.
             force: Names of stages to rerun even if complete (their dependents follow).
             on_stage: Called with each stage's report as soon as it is known.
+            on_start: Called with each stage that is about to run.
 
         Returns:
             One report per stage.
@@ -476,6 +484,8 @@ class Pipeline:
                     report = StageReport(stage.name, "skipped", 0.0, record.get("seconds", 0.0))
                     run.log(f"skip {stage.name} (complete)")
                 else:
+                    if on_start is not None:
+                        on_start(stage)
                     tokens[stage.name], seconds = self._execute(run, stage, key, record)
                     report = StageReport(stage.name, "ran", seconds, seconds)
                 reports.append(report)

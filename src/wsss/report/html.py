@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from wsss.data.base import SegmentationDataset
-from wsss.pipeline import RunDir
+from wsss.pipeline.core import RunDir
 from wsss.report.figures import example_grid, figure_png, pick_examples, threshold_curves
 from wsss.utils.io import atomic_write_text
 

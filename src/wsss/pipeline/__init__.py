@@ -1,0 +1,47 @@
+"""Run directories, the stage graph, the standard stages and the demo pipeline.
+
+>>> from wsss.pipeline import RunDir, run_demo
+>>> result = run_demo("runs/demo")  # synthetic data, training, CAM, LPCAM, report
+"""
+
+from wsss.pipeline.core import (
+    FunctionStage,
+    Pipeline,
+    RunDir,
+    Stage,
+    StageReport,
+    library_versions,
+    results_entry,
+)
+from wsss.pipeline.demo import DemoConfig, DemoResult, demo_config, demo_pipeline, run_demo
+from wsss.pipeline.stages import (
+    DataSpec,
+    EvalStage,
+    MapsStage,
+    PrototypeStage,
+    ReportStage,
+    SynthStage,
+    TrainStage,
+)
+
+__all__ = [
+    "DataSpec",
+    "DemoConfig",
+    "DemoResult",
+    "EvalStage",
+    "FunctionStage",
+    "MapsStage",
+    "Pipeline",
+    "PrototypeStage",
+    "ReportStage",
+    "RunDir",
+    "Stage",
+    "StageReport",
+    "SynthStage",
+    "TrainStage",
+    "demo_config",
+    "demo_pipeline",
+    "library_versions",
+    "results_entry",
+    "run_demo",
+]
