@@ -223,3 +223,25 @@ def test_heat_overlay_blends_jet_colours():
     assert (out[1, 1] == out[0, 1]).all()  # values above 1 are clipped
     with pytest.raises(ValueError):
         heat_overlay(image, heat[:1])
+
+
+def test_prototype_make_up_is_weighted_by_cluster_size():
+    def row(kind, members, head, context):
+        return {
+            "class": "cat",
+            "kind": kind,
+            "members": members,
+            "head": head,
+            "body": 0.0,
+            "context": context,
+            "background": 1 - head - context,
+            "other_object": 0.0,
+        }
+
+    rows = [row("class", 10, 0.5, 0.0), row("class", 30, 0.1, 0.3), row("context", 5, 0.0, 0.8)]
+    text = render_html({}, prototypes=rows)
+    cells = re.findall(r"<tr><td>cat</td>(.*?)</tr>", text)
+    values = [re.findall(r"<td>(.*?)</td>", c) for c in cells]
+    # kind, prototypes, features, head, body, context, background, other
+    assert values[0] == ["class", "2", "40", "20.0", "0.0", "22.5", "57.5", "0.0"]
+    assert values[1] == ["context", "1", "5", "0.0", "0.0", "80.0", "20.0", "0.0"]

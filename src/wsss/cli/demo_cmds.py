@@ -88,13 +88,7 @@ def demo(
     preset: str = typer.Option("synth-demo", "--preset", help="Classifier preset or YAML."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
-    """Run the whole pipeline on the synthetic benchmark and write an HTML report.
-
-    Generates the data if absent, trains a small classifier from scratch, extracts CAMs
-    (and LPCAM maps), evaluates seed masks at the fixed threshold 0.3 and over a threshold
-    sweep (oracle), then writes results.json and report.html into the run directory. Rerun
-    the same command to resume an interrupted demo: complete stages are skipped.
-    """
+    """``wsss demo``: see :data:`DEMO_HELP`; the work is :func:`wsss.pipeline.run_demo`."""
     from wsss.pipeline.demo import STRATEGIES, demo_config, run_demo
 
     if strategy not in STRATEGIES:
@@ -122,6 +116,15 @@ def demo(
     console.print(f"results: {result.run.results_path}")
 
 
+DEMO_HELP = (
+    "Run the whole pipeline on the synthetic benchmark and write an HTML report.\n\n"
+    "Generates the data if absent, trains a small classifier from scratch, extracts CAMs "
+    "(and LPCAM maps), evaluates seed masks at the fixed threshold 0.3 and over a threshold "
+    "sweep (oracle), then writes results.json and report.html into the run directory.\n\n"
+    "Rerun the same command to resume an interrupted demo: complete stages are skipped."
+)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
-    app.command("demo")(demo)
+    app.command("demo", help=DEMO_HELP)(demo)

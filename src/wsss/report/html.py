@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,28 @@ def _timings_table(timings: Mapping[str, float]) -> str:
     return _table(["stage", "seconds", "share (%)"], rows)
 
 
+_PARTS = ("head", "body", "context", "background", "other_object")
+
+
+def _prototype_table(rows: list[Mapping[str, Any]]) -> str:
+    """Selected prototypes per class and kind, with the member-weighted part make-up."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["class"], row["kind"]), []).append(row)
+    table_rows = []
+    for (name, kind), members in groups.items():
+        total = sum(r["members"] for r in members)
+        shares = [
+            _fmt(100 * sum(r["members"] * r.get(part, 0.0) for r in members) / total)
+            if total
+            else "–"
+            for part in _PARTS
+        ]
+        table_rows.append([html.escape(name), kind, str(len(members)), str(total), *shares])
+    head = ["class", "kind", "prototypes", "features", *(f"{p} (%)" for p in _PARTS)]
+    return _table(head, table_rows)
+
+
 def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
     if isinstance(obj, Mapping):
         out = []
@@ -152,7 +175,7 @@ def _config_section(config: Mapping[str, Any], info: Mapping[str, Any]) -> str:
         if not items:
             continue
         rows = [[html.escape(k), html.escape(str(v))] for k, v in items]
-        open_attr = " open" if title == "configuration" or len(items) <= 12 else ""
+        open_attr = " open" if len(items) <= 12 else ""
         parts.append(
             f"<details{open_attr}><summary>{title} ({len(items)})</summary>"
             f"{_table(['key', 'value'], rows, cls='kv')}</details>"
@@ -169,6 +192,7 @@ def render_html(
     info: Mapping[str, Any] | None = None,
     curves_png: bytes | None = None,
     examples_png: bytes | None = None,
+    prototypes: Sequence[Mapping[str, Any]] | None = None,
     notes: str = "",
 ) -> str:
     """The report as one HTML document (no external assets).
@@ -182,6 +206,8 @@ def render_html(
         info: Provenance (``run_info.json``: ``seeds``, ``versions``, other sections).
         curves_png: Threshold-curve figure.
         examples_png: Example grid figure.
+        prototypes: Part make-up of the selected LPCAM prototypes
+            (:func:`wsss.maps.lpcam.prototype_composition` rows).
         notes: Extra HTML shown under the title.
     """
     first = next(iter(results.values()), {})
@@ -206,6 +232,14 @@ def render_html(
     body += ["<h2>Per-class IoU</h2>", _per_class_table(results)]
     if examples_png is not None:
         body += ["<h2>Examples</h2>", _img(examples_png, "example grid")]
+    if prototypes:
+        body += [
+            "<h2>LPCAM prototypes</h2>",
+            _prototype_table(prototypes),
+            '<p class="note">Make-up of the selected prototypes\' clusters, weighted by '
+            "their features: head, body (near and far), context texture, other background, "
+            "or another class's object (the rest is the ignore band).</p>",
+        ]
     if timings:
         body += ["<h2>Timings</h2>", _timings_table(timings)]
     if config or info:
@@ -244,6 +278,8 @@ def write_report(
         ids = pick_examples(dataset.ids, maps_dirs, num_examples)
         if ids:
             examples = figure_png(example_grid(dataset, ids, maps_dirs, threshold))
+    composition = run.path / "lpcam" / "composition.json"
+    prototypes = json.loads(composition.read_text()) if composition.is_file() else None
     text = render_html(
         results,
         title=title or f"wsss run: {run.path.name}",
@@ -252,6 +288,7 @@ def write_report(
         info=run.read_info(),
         curves_png=None if curves is None else figure_png(curves),
         examples_png=examples,
+        prototypes=prototypes,
     )
     atomic_write_text(run.report_path, text)
     return run.report_path
