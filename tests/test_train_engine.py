@@ -255,6 +255,34 @@ def test_multi_phase_contract(tmp_path: Path) -> None:
     assert "module/aux/head.weight" in state and "module/model/head.weight" in state
 
 
+class _OracleHook:
+    """Pretends to score seeds on training ground truth: its metric may pick checkpoints."""
+
+    name, oracle = "seed-miou", True
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, model: nn.Module, device: torch.device) -> dict[str, float]:
+        self.calls += 1
+        assert not model.training
+        return {"seed/miou": [0.3, 0.5, 0.4][self.calls - 1]}
+
+
+def test_checkpoint_selected_by_an_oracle_metric_is_labelled(tmp_path: Path) -> None:
+    config = _config(
+        "train.strategy=_test_toy", "train.epochs=3", "train.select_by=seed/miou", "train.lr=0.1"
+    )
+    hook = _OracleHook()
+    trainer = Trainer(config, tmp_path, Tiny(n=8), [hook], progress=False)
+    trainer.fit()
+    assert hook.calls == 3
+    best = json.loads((tmp_path / "checkpoints/best.json").read_text())
+    assert best["oracle"] is True and best["selected_by"] == "seed/miou"
+    assert best["step"] == 4 and best["metrics"] == {"seed/miou": 0.5}  # epoch 2 of 3
+    assert json.loads((tmp_path / "checkpoints/last.json").read_text())["step"] == 6
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 

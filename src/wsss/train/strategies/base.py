@@ -203,7 +203,8 @@ class Strategy(nn.Module):
 
     def net(self, name: str) -> nn.Module:
         """The module ``name`` as the engine runs it (DDP-wrapped when distributed)."""
-        return self._nets.get(name) or getattr(self, name)
+        wrapped = self._nets.get(name)
+        return wrapped if wrapped is not None else getattr(self, name)
 
     def set_nets(self, nets: dict[str, nn.Module]) -> None:
         """Engine hook: register wrapped versions of trained modules."""
