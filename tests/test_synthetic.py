@@ -245,6 +245,18 @@ def test_stats_agree_with_part_maps_and_knobs(many):
     assert r_large.head_body_ratio > 3 * r_small.head_body_ratio
 
 
+def test_class_scales_make_size_groups():
+    config = SynthConfig(seed=6, class_scales=(0.6, 1.0, 1.0, 1.0, 1.0, 1.4), context_classes=())
+    sizes: dict[int, list[float]] = {0: [], 5: []}
+    for s in _render(config, 80):
+        for o in s.objects:
+            if o.cls in sizes:
+                sizes[o.cls].append(o.area_px / s.mask.size)
+    assert len(sizes[0]) > 5 and len(sizes[5]) > 5
+    # area grows with the square of the scale; fitting long bodies into the image caps it
+    assert np.mean(sizes[5]) > 2.5 * np.mean(sizes[0])
+
+
 def test_body_tint_moves_body_colour_towards_class_colour():
     base = SynthConfig(seed=8, objects_probs=(1.0,), context_classes=(), body_tint=0.0)
     tinted = SynthConfig(seed=8, objects_probs=(1.0,), context_classes=(), body_tint=0.5)

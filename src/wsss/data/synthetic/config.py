@@ -52,6 +52,8 @@ class SynthConfig:
         class_names: Class names; default names when empty.
         class_weights: Relative frequency of each class as an image's first object; uniform
             when empty.
+        class_scales: Per-class factor on body length and width (size groups); all 1 when
+            empty.
         objects_probs: Probability of 1, 2, 3, ... objects per image.
         cooccurrence: Probability that each object after the first is the partner of the
             first object's class (otherwise drawn by ``class_weights``).
@@ -82,6 +84,7 @@ class SynthConfig:
     num_classes: int = 6
     class_names: tuple[str, ...] = ()
     class_weights: tuple[float, ...] = ()
+    class_scales: tuple[float, ...] = ()
     objects_probs: tuple[float, ...] = (0.45, 0.4, 0.15)
     cooccurrence: float = 0.5
     head_size: tuple[int, int] = (10, 20)
@@ -154,6 +157,10 @@ class SynthConfig:
             or sum(self.class_weights) <= 0
         ):
             fail("class_weights", f"must be {self.num_classes} non-negative weights, not all 0")
+        if self.class_scales and (
+            len(self.class_scales) != self.num_classes or min(self.class_scales) < 0.25
+        ):
+            fail("class_scales", f"must be {self.num_classes} factors >= 0.25")
         if not self.objects_probs or min(self.objects_probs) < 0 or sum(self.objects_probs) <= 0:
             fail("objects_probs", "must be non-negative probabilities, not all 0")
         for name in ("cooccurrence", "body_tint", "context_rate", "context_absent_rate"):

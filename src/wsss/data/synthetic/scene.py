@@ -173,12 +173,13 @@ def _place_objects(
     for cls in classes:
         for _ in range(_PLACEMENT_TRIES):
             radius = rng.uniform(*config.head_size) / 2
-            width = rng.uniform(*config.body_width)
-            length = rng.uniform(*config.body_length)
+            scale = config.class_scales[cls] if config.class_scales else 1.0
+            width = scale * rng.uniform(*config.body_width)
+            length = scale * rng.uniform(*config.body_length)
             angle = rng.uniform(0.0, 2 * np.pi)
             bend = rng.uniform(-config.body_bend, config.body_bend)
             box = None
-            while box is None and length >= 0.6 * config.body_length[0]:
+            while box is None and length >= 0.6 * scale * config.body_length[0]:
                 rel = _bezier(length, angle, bend)
                 lo = np.maximum(radius + 1, 0.4 * width - rel.min(axis=0))
                 hi = np.array([h, w]) - np.maximum(radius + 1, 0.4 * width + rel.max(axis=0))
