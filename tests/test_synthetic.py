@@ -277,6 +277,11 @@ def test_same_config_is_kept_and_completed(dataset, tmp_path):
     again = generate_synthetic(root, SMALL, progress=False)
     assert image.read_bytes() == before and again == stats
     assert load_synth_meta(root) == (SMALL, stats)
+    image.write_bytes(b"damaged")  # complete but damaged: only force rewrites it
+    generate_synthetic(root, SMALL, progress=False)
+    assert image.read_bytes() == b"damaged"
+    generate_synthetic(root, SMALL, progress=False, force=True)
+    assert image.read_bytes() == before
 
 
 def test_refuses_to_overwrite_other_data_without_force(tmp_path):
@@ -307,6 +312,7 @@ def test_refuses_to_overwrite_other_data_without_force(tmp_path):
         ("body_tint", 1.5),
         ("head_size", (20, 10)),
         ("objects_probs", (0.0, 0.0)),
+        ("class_scales", (1.0, 0.1, 1.0, 1.0, 1.0, 1.0)),
         ("image_format", "gif"),
     ],
 )

@@ -56,8 +56,8 @@ def generate_synthetic(
 
     A folder already holding this exact dataset is returned as is (a dataset interrupted
     halfway is completed); a non-empty folder holding anything else is refused unless
-    ``force``, which overwrites and, if that folder was a synthetic dataset, removes its
-    leftover images.
+    ``force``, which rewrites every file and, if that folder was a synthetic dataset, removes
+    its leftover images.
 
     Args:
         root: Output folder.
@@ -73,7 +73,7 @@ def generate_synthetic(
     config = config or SynthConfig()
     ids = {s: [sample_id(s, i) for i in range(n)] for s, n in config.split_sizes().items()}
     was_synthetic, stored = _check_target(root, config, force)
-    if stored is not None and _files_complete(root, config, ids):
+    if stored is not None and not force and _files_complete(root, config, ids):
         return stored
 
     atomic_write_json(root / META_FILE, _meta(config, None))

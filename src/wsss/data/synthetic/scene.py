@@ -178,18 +178,18 @@ def _place_objects(
             length = scale * rng.uniform(*config.body_length)
             angle = rng.uniform(0.0, 2 * np.pi)
             bend = rng.uniform(-config.body_bend, config.body_bend)
-            box = None
-            while box is None and length >= 0.6 * scale * config.body_length[0]:
+            feasible = None
+            while feasible is None and length >= 0.6 * scale * config.body_length[0]:
                 rel = _bezier(length, angle, bend)
                 lo = np.maximum(radius + 1, 0.4 * width - rel.min(axis=0))
                 hi = np.array([h, w]) - np.maximum(radius + 1, 0.4 * width + rel.max(axis=0))
                 if np.all(lo <= hi):
-                    box = (lo, hi)
+                    feasible = (lo, hi)
                 else:
                     length *= 0.85
-            if box is None:
+            if feasible is None:
                 continue
-            head = rng.uniform(box[0], box[1])
+            head = rng.uniform(*feasible)
             if all(np.hypot(*(head - o.head)) >= radius + o.head_radius + gap for o in objects):
                 path = head + _bezier(length, angle, bend)
                 objects.append(SynthObject(cls, tuple(head), radius, path, width))
