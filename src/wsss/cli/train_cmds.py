@@ -16,7 +16,7 @@ console = Console()
 def train(
     overrides: list[str] = typer.Argument(
         None,
-        metavar="[KEY=VALUE]...",
+        metavar="KEY=VALUE...",
         help="Config overrides, e.g. train.lr=0.01 train.epochs=3 model.backbone=resnet50",
     ),
     config: str = typer.Option(
@@ -27,7 +27,9 @@ def train(
         "to the run directory's config.yaml.",
     ),
     data: Path = typer.Option(None, "--data", help="Dataset root (sets data.root)."),
-    out: Path = typer.Option(None, "--out", "-o", help="Run directory [default: runs/<preset>]."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Run directory (default: runs/PRESET, named after --config)."
+    ),
     strategy: str = typer.Option(
         None, "--strategy", help="Training strategy (sets train.strategy)."
     ),
@@ -41,7 +43,7 @@ def train(
     """Train a CAM classifier and write checkpoints and metrics into a run directory.
 
     Multi-GPU: launch the same command with torchrun, e.g.
-    ``torchrun --nproc_per_node 4 -m wsss train --config voc12-cam --data VOC2012``.
+    torchrun --nproc_per_node 4 -m wsss train --config voc12-cam --data VOC2012
     """
     from wsss.config import list_presets, load_config
     from wsss.train.engine import train as run_training
