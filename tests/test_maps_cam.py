@@ -110,6 +110,7 @@ def test_predicted_classes_threshold_on_scale_one_logits():
     images = [random_image(30, 40, seed=0), random_image(25, 35, seed=1)]
     assert predicted_classes(net, images) == [[0, 2], [0, 2]]
     assert predicted_classes(net, images, threshold=0.6) == [[0], [0]]
+    assert predicted_classes(net, images * 2, threshold=0.6, max_pixels=1) == [[0]] * 4
     maps = cam_maps_batch(net, images, [None, [1]], scales=(1.0,))
     np.testing.assert_array_equal(maps[0].keys, [1, 3])
     np.testing.assert_array_equal(maps[1].keys, [2])

@@ -53,6 +53,7 @@ def predicted_classes(
     *,
     device: torch.device | str | None = None,
     amp: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list[list[int]]:
     """Classes with ``sigmoid(logit) ≥ threshold`` on each unaugmented image (scale 1, no flip).
 
@@ -62,17 +63,22 @@ def predicted_classes(
         threshold: Probability threshold.
         device: Where the model runs; default its current device.
         amp: Autocast on CUDA.
+        max_pixels: Cap on input pixels per forward pass.
     """
     device = torch.device(device) if device is not None else _model_device(model)
     images = [as_image_tensor(im) for im in images]
     out: list[list[int]] = [[] for _ in images]
     with torch.inference_mode():
         for group in size_groups([tuple(im.shape[-2:]) for im in images]):
-            x = normalize(torch.stack([images[i] for i in group]).to(device))
-            with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-                probs = torch.sigmoid(model(x).logits.float())
-            for i, p in zip(group, probs.cpu(), strict=True):
-                out[i] = torch.nonzero(p >= threshold).flatten().tolist()
+            h, w = images[group[0]].shape[-2:]
+            step = max(1, max_pixels // (h * w))
+            for k in range(0, len(group), step):
+                chunk = group[k : k + step]
+                x = normalize(torch.stack([images[i] for i in chunk]).to(device))
+                with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+                    probs = torch.sigmoid(model(x).logits.float())
+                for i, p in zip(chunk, probs.cpu(), strict=True):
+                    out[i] = torch.nonzero(p >= threshold).flatten().tolist()
     return out
 
 
@@ -123,7 +129,12 @@ def cam_maps_batch(
     classes = [None if c is None else _check_classes(c, model.num_classes) for c in class_indices]
     if unknown:
         found = predicted_classes(
-            model, [images[i] for i in unknown], threshold, device=device, amp=amp
+            model,
+            [images[i] for i in unknown],
+            threshold,
+            device=device,
+            amp=amp,
+            max_pixels=max_pixels,
         )
         for i, c in zip(unknown, found, strict=True):
             classes[i] = c
