@@ -174,3 +174,47 @@ def test_unreadable_image_stops_with_its_message(model, tmp_path, workers):
     with pytest.raises(DataError, match=r"img1\.jpg: truncated image"):
         run_maps("cam", model, broken, tmp_path, scales=(1.0,), num_workers=workers, progress=False)
     assert (tmp_path / "img0.npz").is_file()  # finished work is kept
+
+
+def _shard_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+    )
+    try:
+        torch.manual_seed(0)
+        net = CAMClassifier("resnet10t", num_classes=3, output_stride=16).eval()
+        sizes = [(24, 32), (20, 28), (24, 32), (16, 20), (30, 18)]
+        data = TinyDataset(sizes, labels=[[0], [1, 2], [], [2], [0, 1]])
+        result = run_maps("cam", net, data, out, scales=SCALES, progress=False)
+        assert result.written == len(range(rank, len(sizes), world_size))
+        assert result.complete
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_share_the_images(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_shard_worker, args=(2, port, str(tmp_path / "dist")), nprocs=2, join=True)
+
+    torch.manual_seed(0)
+    net = CAMClassifier("resnet10t", num_classes=3, output_stride=16).eval()
+    sizes = [(24, 32), (20, 28), (24, 32), (16, 20), (30, 18)]
+    data = TinyDataset(sizes, labels=[[0], [1, 2], [], [2], [0, 1]])
+    run_maps("cam", net, data, tmp_path / "single", scales=SCALES, progress=False)
+    assert json.loads((tmp_path / "dist" / MANIFEST_NAME).read_text())["count"] == 5
+    for sample_id in data.ids:
+        a = load_class_maps(tmp_path / "dist" / f"{sample_id}.npz")
+        b = load_class_maps(tmp_path / "single" / f"{sample_id}.npz")
+        np.testing.assert_array_equal(a.keys, b.keys)
+        np.testing.assert_allclose(a.hr, b.hr, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(a.cam, b.cam, rtol=0, atol=1e-5)
