@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from typer.testing import CliRunner
 
+from wsss.cli import app
 from wsss.data.base import SegmentationDataset
+from wsss.data.image_io import write_image, write_mask
 from wsss.data.parts import BODY_FAR, BODY_NEAR, CONTEXT_PRESENT, HEAD, OTHER_BACKGROUND
 from wsss.data.transforms import normalize, to_tensor
 from wsss.errors import ConfigError, DataError
@@ -29,6 +32,7 @@ from wsss.maps.lpcam import (
 from wsss.maps.methods import get_map_method
 from wsss.maps.runner import run_maps
 from wsss.models.classifier import CAMClassifier
+from wsss.train.checkpoint import save_classifier
 
 # --- the "bird" example of the LPCAM paper, §3.2 --------------------------------------------
 # Three local regions with 3-d features whose dimensions stand for "head", "tail", "sky".
@@ -395,3 +399,44 @@ def test_maps_reject_prototypes_of_another_model(fitted):
     )
     with pytest.raises(ConfigError, match="fit them with this checkpoint"):
         lpcam_maps(model, dataset.load_image("img0"), [0], narrow)
+
+
+# --- command line --------------------------------------------------------------------------
+
+
+def _write_voc(dataset: _TinyDataset, root: Path) -> None:
+    """The tiny dataset in VOC layout (labels come from the masks)."""
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("\n".join(dataset.ids) + "\n")
+    (root / "classes.txt").write_text("\n".join(dataset.classes) + "\n")
+    for sample_id in dataset.ids:
+        write_image(root / "JPEGImages" / f"{sample_id}.png", dataset.images[sample_id])
+        write_mask(root / "SegmentationClass" / f"{sample_id}.png", dataset.masks[sample_id])
+        write_mask(root / "SegmentationPart" / f"{sample_id}.png", dataset.part_maps[sample_id])
+
+
+def test_cli_fit_then_maps(tiny, tmp_path):
+    dataset, _, model = tiny
+    root = tmp_path / "voc"
+    _write_voc(dataset, root)
+    _write_cams(dataset, tmp_path / "cams")
+    ckpt = save_classifier(tmp_path / "ckpt", model, {"classes": dataset.classes})
+    protos = tmp_path / "protos.safetensors"
+    common = ["--checkpoint", str(ckpt), "--data", str(root), "--split", "train"]
+    runner = CliRunner()
+    fit = ["lpcam", "fit", *common, "--cams", str(tmp_path / "cams"), "--out", str(protos)]
+    result = runner.invoke(app, [*fit, "--k", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "Prototype composition" in result.output  # the VOC reader found the part annotation
+    loaded = load_prototypes(protos)
+    assert loaded.meta["checkpoint"] == str(ckpt) and loaded.meta["config"]["k"] == 2
+
+    maps = ["lpcam", "maps", *common, "--prototypes", str(protos), "--scales", "1.0"]
+    for name, extra in (("lpcam", []), ("lpcam_f", ["--no-context"])):
+        result = runner.invoke(app, [*maps, "--out", str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+        written = load_class_maps(tmp_path / name / "img1.npz")
+        assert written.keys.tolist() == [2] and 0 <= written.hr.min() <= written.hr.max() <= 1
+
+    result = runner.invoke(app, [*fit, "--update", "mean"])
+    assert isinstance(result.exception, ConfigError)

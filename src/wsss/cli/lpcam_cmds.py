@@ -1,7 +1,204 @@
-"""CLI commands: lpcam (placeholder until implemented)."""
+"""CLI commands: ``wsss lpcam fit`` (prototypes) and ``wsss lpcam maps`` (LPCAM class maps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
+
+from wsss.errors import ConfigError
+
+lpcam_app = typer.Typer(
+    help="LPCAM: class maps from clustered local prototypes (fit prototypes, then maps).",
+    no_args_is_help=True,
+)
+
+
+def _load(checkpoint: Path, device: str, dataset):
+    """The classifier on ``device``, checked against the dataset's classes."""
+    from wsss.train.checkpoint import load_classifier
+    from wsss.train.engine import resolve_device
+
+    try:
+        target = resolve_device(device)
+    except RuntimeError as e:
+        raise ConfigError(f"--device {device!r}: {e}") from None
+    model, meta = load_classifier(checkpoint, map_location=target)
+    classes = meta.get("classes")
+    if classes is not None and list(classes) != list(dataset.classes):
+        raise ConfigError(
+            f"{checkpoint} was trained on classes {classes}, but {dataset.root} has "
+            f"{dataset.classes}"
+        )
+    return model, target
+
+
+def _parse_scales(text: str) -> tuple[float, ...]:
+    try:
+        scales = tuple(float(s) for s in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--scales must be comma-separated numbers, got {text!r}") from None
+    if not scales or any(s <= 0 for s in scales):
+        raise ConfigError(f"--scales must be positive, got {text!r}")
+    return scales
+
+
+def _print_summary(prototypes) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from wsss.maps.lpcam import prototype_composition
+
+    console = Console()
+    table = Table(title="LPCAM prototypes")
+    for column in ("class", "images", "fg feats", "ctx feats", "class protos", "ctx protos"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    table.add_column("note")
+    for entry in prototypes.meta["per_class"]:
+        fg, ctx = entry["foreground"], entry["context"]
+        table.add_row(
+            entry["class"],
+            str(entry["images"]),
+            str(fg["features"] if fg else 0),
+            str(ctx["features"] if ctx else 0),
+            str(fg["selected"] if fg else 0),
+            str(ctx["selected"] if ctx else 0),
+            "fallback: best centre below mu_f" if entry.get("fallback") else "",
+        )
+    console.print(table)
+    rows = prototype_composition(prototypes)
+    if not rows:
+        return
+    parts = ("head", "body", "context", "background", "other_object")
+    table = Table(title="Prototype composition (share of cluster members)")
+    for column in ("class", "kind", "#", "P", "members", *parts):
+        table.add_column(column, justify="left" if column in ("class", "kind") else "right")
+    for row in rows:
+        table.add_row(
+            row["class"],
+            row["kind"],
+            str(row["index"]),
+            f"{row['score']:.3f}",
+            str(row["members"]),
+            *(f"{row[p]:.2f}" for p in parts),
+        )
+    console.print(table)
+
+
+@lpcam_app.command("fit")
+def fit_command(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Trained classifier checkpoint."),
+    data: Path = typer.Option(..., "--data", help="Dataset root."),
+    format: str = typer.Option("voc", "--format", help="Dataset format (voc, coco, folder)."),
+    split: str = typer.Option("train", "--split", help="Split of the clustering images."),
+    cams: Path = typer.Option(..., "--cams", help="Folder of CAM class maps <id>.npz."),
+    out: Path = typer.Option(..., "--out", help="Prototype file to write (.safetensors)."),
+    k: int = typer.Option(12, "--k", min=1, help="Clusters per set (VOC 12, COCO 20)."),
+    tau: float = typer.Option(0.1, "--tau", help="CAM threshold fg/context (VOC 0.1, COCO 0.25)."),
+    mu_f: float = typer.Option(0.9, "--mu-f", help="Class prototypes: P > mu_f."),
+    mu_b: float = typer.Option(0.9, "--mu-b", help="Context prototypes: P < mu_b (COCO 0.5)."),
+    mu_low: float = typer.Option(0.05, "--mu-low", help="Context prototypes: P > mu_low (COCO 0)."),
+    per_class: int | None = typer.Option(
+        None, "--per-class", min=1, help="Images sampled per class (default: all)."
+    ),
+    replace: bool = typer.Option(False, "--replace", help="Sample images with replacement."),
+    seed: int = typer.Option(0, "--seed", help="Seed of sampling and k-means."),
+    init: str = typer.Option("random", "--init", help="k-means init: random or k-means++."),
+    update: str = typer.Option(
+        "reference", "--update", help="k-means update: reference (raw mean) or normalized."
+    ),
+    stop: str = typer.Option("reference", "--stop", help="k-means stop rule: reference or shift."),
+    tol: float = typer.Option(5.0, "--tol", help="k-means tolerance of the stop rule."),
+    max_iter: int = typer.Option(100, "--max-iter", min=1, help="k-means iteration cap."),
+    max_features: int | None = typer.Option(
+        None, "--max-features", min=1, help="Cap on features kept per set (uniform sample)."
+    ),
+    classes_per_pass: int | None = typer.Option(
+        None, "--classes-per-pass", min=1, help="Classes collected per pass (bounds memory)."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:i]."),
+) -> None:
+    """Fit class and context prototypes from a classifier and its CAMs."""
+    from wsss.data.datasets import build_dataset
+    from wsss.maps.lpcam import PrototypeConfig, fit_prototypes, save_prototypes
+
+    config = PrototypeConfig(
+        k=k,
+        tau=tau,
+        mu_f=mu_f,
+        mu_b=mu_b,
+        mu_low=mu_low,
+        per_class=per_class,
+        replace=replace,
+        seed=seed,
+        init=init,
+        update=update,
+        stop=stop,
+        tol=tol,
+        max_iter=max_iter,
+        max_features=max_features,
+        classes_per_pass=classes_per_pass,
+    )
+    dataset = build_dataset(format, data, split)
+    model, target = _load(checkpoint, device, dataset)
+    prototypes = fit_prototypes(model, dataset, cams, config, device=target, checkpoint=checkpoint)
+    save_prototypes(out, prototypes)
+    _print_summary(prototypes)
+    typer.echo(f"wrote {out}")
+
+
+@lpcam_app.command("maps")
+def maps_command(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Trained classifier checkpoint."),
+    prototypes: Path = typer.Option(..., "--prototypes", help="File from `wsss lpcam fit`."),
+    data: Path = typer.Option(..., "--data", help="Dataset root."),
+    format: str = typer.Option("voc", "--format", help="Dataset format (voc, coco, folder)."),
+    split: str = typer.Option("train", "--split", help="Split to make maps for."),
+    out: Path = typer.Option(..., "--out", help="Output folder of class maps <id>.npz."),
+    no_context: bool = typer.Option(
+        False, "--no-context", help="LPCAM-F: leave out the context prototypes."
+    ),
+    scales: str = typer.Option("1.0,0.5,1.5,2.0", "--scales", help="TTA scales."),
+    classes: str = typer.Option(
+        "gt", "--classes", help="gt (labelled classes) or predicted (unlabelled images)."
+    ),
+    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per call."),
+    workers: int = typer.Option(0, "--workers", min=0, help="Image-decoding processes."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:i]."),
+) -> None:
+    """Write LPCAM (or LPCAM-F) class maps, drop-in replacements for CAM maps."""
+    from wsss.data.datasets import build_dataset
+    from wsss.maps.lpcam import load_prototypes
+    from wsss.maps.runner import run_maps
+
+    tta_scales = _parse_scales(scales)
+    dataset = build_dataset(format, data, split)
+    model, target = _load(checkpoint, device, dataset)
+    protos = load_prototypes(prototypes)
+    if protos.classes != list(dataset.classes):
+        raise ConfigError(
+            f"{prototypes} holds prototypes of {protos.classes}, {dataset.root} has "
+            f"{dataset.classes}"
+        )
+    result = run_maps(
+        "lpcam_f" if no_context else "lpcam",
+        model,
+        dataset,
+        out,
+        scales=tta_scales,
+        classes=classes,
+        device=target,
+        batch_size=batch_size,
+        num_workers=workers,
+        method_options={"prototypes": protos},
+        checkpoint=checkpoint,
+    )
+    typer.echo(
+        f"{result.written} maps written, {result.skipped} already there, in {result.out_dir} "
+        f"({result.seconds:.1f} s)"
+    )
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
+    app.add_typer(lpcam_app, name="lpcam")

@@ -128,6 +128,16 @@ class PrototypeConfig:
                 f"lpcam thresholds need 0 <= mu_low < mu_b <= 1 and 0 <= mu_f <= 1, got "
                 f"mu_f={self.mu_f}, mu_b={self.mu_b}, mu_low={self.mu_low}"
             )
+        choices = {
+            "init": ("random", "k-means++"),
+            "update": ("reference", "normalized"),
+            "stop": ("reference", "shift"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"lpcam {name} must be one of {allowed}, got {getattr(self, name)!r}"
+                )
         for name in ("per_class", "max_features", "classes_per_pass"):
             value = getattr(self, name)
             if value is not None and value < 1:
