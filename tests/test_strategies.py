@@ -429,3 +429,24 @@ def test_pnoc_resume_equals_uninterrupted(oc_path: Path, tmp_path: Path) -> None
         b = getattr(second.strategy, name).state_dict()
         for k in a:
             assert torch.equal(a[k], b[k]), f"{name}.{k}"
+
+
+@pytest.mark.parametrize(
+    ("preset", "strategy", "epsilon"),
+    [
+        ("voc12-puzzle", "puzzle", 0.0),
+        ("voc12-occse", "occse", 0.0),
+        ("voc12-poc", "poc", 0.1),
+        ("voc12-pnoc", "pnoc", 0.1),
+        ("synth-compare", "vanilla", 0.0),
+    ],
+)
+def test_strategy_presets(preset: str, strategy: str, epsilon: float) -> None:
+    from wsss.config import dataclass_from_dict
+
+    config = load_config(preset)
+    assert (config.train.strategy, config.train.label_smoothing) == (strategy, epsilon)
+    assert config.data.crop_size % (2 * config.model.output_stride) == 0  # tileable
+    # Arguments are valid for the strategy; the OC is never baked into a preset (--oc PATH).
+    args = dataclass_from_dict(STRATEGIES.get(strategy).Args, config.train.strategy_args)
+    assert getattr(args, "oc", None) is None
