@@ -302,6 +302,20 @@ def test_fallback_is_logged_and_recorded(tiny, caplog):
     assert "mu_f" in caplog.text
 
 
+def test_class_without_images_gets_no_prototype(tmp_path):
+    dataset = _TinyDataset(tmp_path, n=2)
+    dataset.classes = ["cat", "dog", "cow"]  # nobody is a cow
+    for label in dataset.labels.values():
+        label.resize(3, refcheck=False)
+    _write_cams(dataset, tmp_path / "cams")
+    model = CAMClassifier("resnet10t", num_classes=3)
+    protos = fit_prototypes(model, dataset, tmp_path / "cams", PrototypeConfig(k=2), progress=False)
+    assert protos.meta["per_class"][2]["images"] == 0
+    assert len(protos.foreground[2]) == 0 and len(protos.context[2]) == 0
+    assert all(row["class"] != "cow" for row in prototype_composition(protos))
+    assert (protos.head([2]) == 0).all()
+
+
 def test_fit_errors(tiny, tmp_path):
     dataset, cams, model = tiny
     with pytest.raises(DataError, match="CAM folder not found"):

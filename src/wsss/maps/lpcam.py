@@ -311,6 +311,8 @@ def prototype_composition(prototypes: Prototypes) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for n, entry in enumerate(prototypes.meta.get("per_class", [])):
         for kind, key in (("class", "foreground"), ("context", "context")):
+            if entry[key] is None:  # class without clustering images
+                continue
             selected = [c for c in entry[key]["clusters"] if c["selected"]]
             for index, cluster in enumerate(selected):
                 if cluster.get("composition") is None:
