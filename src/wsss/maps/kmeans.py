@@ -80,8 +80,9 @@ def cosine_kmeans(
             the centres themselves (the LPCAM code uses ``tol = 5``).
         chunk_size: Rows per matrix product; bounds the temporary ``chunk_size×k`` block.
         sample_size: If set and smaller than ``N``, fit on that many rows drawn without
-            replacement, then assign all ``N`` rows to the fitted centres in one more pass
-            (``labels`` and ``objective`` cover all rows; the centres are the subsample's).
+            replacement (copied: ``sample_size×D``), then assign all ``N`` rows to the fitted
+            centres in one more pass (``labels`` and ``objective`` cover all rows; the
+            centres are the subsample's).
         device: Where to compute (e.g. ``"cuda"``); default: ``x``'s device.
 
     Returns:
