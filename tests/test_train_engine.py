@@ -103,7 +103,10 @@ def test_run_directory_checkpoints_and_validation(tmp_path: Path) -> None:
     assert set(metrics) == {"val/loss", "val/map", "val/f1", "val/f1_micro"}
     assert load_config(tmp_path / "config.yaml") == config
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in lines if "loss" in x] == list(range(1, 9))
+    steps = [x for x in lines if "loss" in x]
+    assert [x["step"] for x in steps] == list(range(1, 9))
+    # Poly decay per optimiser step: the lr used by step k is lr·(1 − k/K)^0.9, K = 8.
+    assert [x["lr"] for x in steps] == pytest.approx([0.01 * (1 - k / 8) ** 0.9 for k in range(8)])
     assert sum("val/f1" in x for x in lines) == 2
     meta = json.loads((tmp_path / "checkpoints/last.json").read_text())
     assert meta["classes"] == ["c0", "c1", "c2"] and meta["step"] == 8 and meta["epoch"] == 2

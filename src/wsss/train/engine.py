@@ -304,6 +304,7 @@ class Trainer:
                     sums[f"{prefix}loss"] += out.loss.detach().float() / n
                     for k, v in out.logs.items():
                         sums[f"{prefix}{k}"] += torch.as_tensor(v, device=self.device).float() / n
+        lrs = {p.name: self.optimizers[p.name].param_groups[0]["lr"] for p in self.phases}
         for phase in active:
             opt, scaler = self.optimizers[phase.name], self.scalers[phase.name]
             scaler.step(opt)
@@ -319,10 +320,10 @@ class Trainer:
                 f"training diverged at step {self.step} (loss {logs['loss']}); lower train.lr "
                 f"or check the data"
             )
-        logs["lr"] = self.optimizers[self.phases[0].name].param_groups[0]["lr"]
+        # The lr this step used (of the first parameter group), before the schedule advanced.
+        logs["lr"] = lrs[self.phases[0].name]
         if len(self.phases) > 1:
-            for phase in self.phases:
-                logs[f"lr/{phase.name}"] = self.optimizers[phase.name].param_groups[0]["lr"]
+            logs.update({f"lr/{name}": lr for name, lr in lrs.items()})
         return logs
 
     def _end_epoch(self, epoch: int, logger: MetricsLogger | None) -> None:
