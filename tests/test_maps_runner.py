@@ -153,10 +153,19 @@ def test_predicted_classes_need_no_labels(model, tmp_path):
         np.testing.assert_array_equal(keys, np.array(classes, dtype=np.int64) + 1)
 
 
-def test_changed_settings_in_a_finished_folder_are_refused(model, dataset, tmp_path):
-    run_maps("cam", model, dataset, tmp_path, scales=SCALES, progress=False)
+def test_changed_settings_in_a_finished_folder_are_refused(model, dataset, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ckpt = tmp_path / "ck.safetensors"
+    run_maps("cam", model, dataset, tmp_path, scales=SCALES, checkpoint=ckpt, progress=False)
     with pytest.raises(ConfigError, match="scales"):
-        run_maps("cam", model, dataset, tmp_path, scales=(1.0,), progress=False)
+        run_maps("cam", model, dataset, tmp_path, scales=(1.0,), checkpoint=ckpt)
+    with pytest.raises(ConfigError, match="checkpoint"):
+        run_maps("cam", model, dataset, tmp_path, scales=SCALES, checkpoint="other.safetensors")
+    # The same checkpoint named by a relative path is the same setting.
+    result = run_maps(
+        "cam", model, dataset, tmp_path, scales=SCALES, checkpoint="ck.safetensors", progress=False
+    )
+    assert result.written == 0 and result.complete
 
 
 def test_configuration_errors(model, dataset, tmp_path):

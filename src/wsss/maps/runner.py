@@ -101,6 +101,12 @@ def _distributed_shard() -> tuple[int, int]:
     return 0, 1
 
 
+def _same(key: str, old: Any, new: Any) -> bool:
+    if key == "checkpoint" and old is not None and new is not None:
+        return Path(old).resolve() == Path(new).resolve()  # the same file named another way
+    return old == new
+
+
 def _check_manifest(path: Path, settings: dict[str, Any]) -> None:
     if not path.is_file():
         return
@@ -108,7 +114,7 @@ def _check_manifest(path: Path, settings: dict[str, Any]) -> None:
         old = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path}: unreadable manifest ({e}); delete it to start over") from e
-    changed = [k for k in _MANIFEST_KEYS if k in old and old[k] != settings[k]]
+    changed = [k for k in _MANIFEST_KEYS if k in old and not _same(k, old[k], settings[k])]
     if changed:
         diff = ", ".join(f"{k}: {old[k]!r} → {settings[k]!r}" for k in changed)
         raise ConfigError(
@@ -157,7 +163,7 @@ def run_maps(
         rank: Shard index; default the ``torch.distributed`` rank (0 when not distributed).
         world_size: Number of shards; default the ``torch.distributed`` world size.
         channels_last: Run convolutions in channels-last layout (same maps up to float
-            rounding; faster on CPU and with AMP on CUDA, see ``benchmarks/README.md``).
+            rounding; measured faster on CPU, see ``benchmarks/README.md``).
         progress: Show a progress bar (rank 0 only).
     """
     if classes not in ("gt", "predicted"):
