@@ -28,8 +28,14 @@ def random_image(h: int, w: int, seed: int) -> torch.Tensor:
 def model() -> CAMClassifier:
     torch.manual_seed(0)
     net = CAMClassifier("resnet10t", num_classes=4, output_stride=16).eval()
+    # Class rows of one sign: the features are ≥ 0, so every map is a sum of same-sign terms.
+    # With random signs a map's maximum can be a small residue of cancelling terms, whose
+    # relative rounding error (and so the normalised maps' differences between two equally
+    # valid summation orders) reaches 1e-5. Class 3 is negative everywhere: its ReLU'd map is 0.
+    # The factor puts maxima far above the 1e-5 of the normalisation.
+    sign = torch.tensor([1.0, 1.0, 1.0, -1.0]).view(4, 1, 1, 1)
     with torch.no_grad():
-        net.head.weight.mul_(1e4)  # maps far above the 1e-5 of the normalisation
+        net.head.weight.copy_(net.head.weight.abs() * sign * 100)
     return net
 
 
@@ -56,11 +62,11 @@ def loop_reference(model, image, classes, scales=SCALES):
 
 
 def test_batched_tta_equals_straightforward_loop(model):
-    sizes = [(29, 43), (21, 30), (29, 43), (24, 20), (29, 43)]
+    sizes = [(21, 31), (17, 22), (21, 31), (21, 31)]
     images = [random_image(h, w, seed=i) for i, (h, w) in enumerate(sizes)]
-    classes = [[0, 2], [1], [3, 0], [0, 1, 2, 3], [2]]
-    # A small pixel cap splits the equal-size group into chunks at the larger scales.
-    maps = cam_maps_batch(model, images, classes, scales=SCALES, max_pixels=12_000)
+    classes = [[0, 2], [1], [3, 0], [0, 1, 2, 3]]
+    # A small pixel cap splits the equal-size group into chunks of 1, 2 and 4 images.
+    maps = cam_maps_batch(model, images, classes, scales=SCALES, max_pixels=6_000)
     for image, wanted, got in zip(images, classes, maps, strict=True):
         ref_cam, ref_hr = loop_reference(model, image, sorted(wanted))
         np.testing.assert_array_equal(got.keys, np.array(sorted(wanted)) + 1)

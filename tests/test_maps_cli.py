@@ -42,8 +42,8 @@ def setup(tmp_path_factory) -> tuple[Path, Path, CAMClassifier]:
         write_mask(voc / "SegmentationClass" / f"{sample_id}.png", mask)
     torch.manual_seed(0)
     model = CAMClassifier("resnet10t", num_classes=2, output_stride=16).eval()
-    with torch.no_grad():
-        model.head.weight.mul_(1e4)
+    with torch.no_grad():  # same-sign class rows: see tests/test_maps_cam.py
+        model.head.weight.copy_(model.head.weight.abs() * 100)
     ckpt = save_classifier(root / "ckpt", model, {"classes": CLASSES})
     return voc, ckpt, model
 
