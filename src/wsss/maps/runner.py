@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from wsss.data.base import SegmentationDataset
+from wsss.data.transforms import to_tensor
 from wsss.errors import ConfigError, DataError, WsssError
 from wsss.maps.io import save_class_maps
 from wsss.maps.methods import MapMethod, get_map_method
@@ -81,7 +82,7 @@ class _Images(Dataset):
             label = self.dataset.load_label(sample_id) if self.labels else None
         except WsssError as e:
             return {"id": sample_id, "error": e}
-        return {"id": sample_id, "image": torch.from_numpy(image).permute(2, 0, 1), "label": label}
+        return {"id": sample_id, "image": to_tensor(image), "label": label}
 
 
 def _as_list(batch: list) -> list:

@@ -138,7 +138,8 @@ def multiscale_flip(
     Returns:
         ``(strided, hr)``: unnormalised sums over scales, ``K×ceil(H/4)×ceil(W/4)`` and
         ``K×H×W`` (with a leading ``N`` dimension for a batched input), ``float32``, on
-        ``device``.
+        ``device``; computed under ``torch.inference_mode`` (clone before in-place edits
+        outside it).
     """
     if not scales or any(not np.isfinite(s) or s <= 0 for s in scales):
         raise ConfigError(f"TTA scales must be positive numbers, got {list(scales)}")
