@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from wsss.cli.maps_cmds import parse_scales
 from wsss.errors import ConfigError
 
 lpcam_app = typer.Typer(
@@ -16,31 +17,15 @@ lpcam_app = typer.Typer(
 
 def _load(checkpoint: Path, device: str, dataset):
     """The classifier on ``device``, checked against the dataset's classes."""
-    from wsss.train.checkpoint import load_classifier
+    from wsss.train.checkpoint import load_classifier_for
     from wsss.train.engine import resolve_device
 
     try:
         target = resolve_device(device)
     except RuntimeError as e:
         raise ConfigError(f"--device {device!r}: {e}") from None
-    model, meta = load_classifier(checkpoint, map_location=target)
-    classes = meta.get("classes")
-    if classes is not None and list(classes) != list(dataset.classes):
-        raise ConfigError(
-            f"{checkpoint} was trained on classes {classes}, but {dataset.root} has "
-            f"{dataset.classes}"
-        )
+    model, _ = load_classifier_for(checkpoint, dataset.classes, map_location=target)
     return model, target
-
-
-def _parse_scales(text: str) -> tuple[float, ...]:
-    try:
-        scales = tuple(float(s) for s in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--scales must be comma-separated numbers, got {text!r}") from None
-    if not scales or any(s <= 0 for s in scales):
-        raise ConfigError(f"--scales must be positive, got {text!r}")
-    return scales
 
 
 def _print_summary(prototypes) -> None:
@@ -171,7 +156,7 @@ def maps_command(
     from wsss.maps.lpcam import load_prototypes
     from wsss.maps.runner import run_maps
 
-    tta_scales = _parse_scales(scales)
+    tta_scales = parse_scales(scales)
     dataset = build_dataset(format, data, split)
     model, target = _load(checkpoint, device, dataset)
     protos = load_prototypes(prototypes)

@@ -46,7 +46,7 @@ def cams(
     from wsss.data.datasets import build_dataset
     from wsss.maps.runner import run_maps
     from wsss.train import distributed
-    from wsss.train.checkpoint import load_classifier
+    from wsss.train.checkpoint import load_classifier_for
     from wsss.train.engine import resolve_device
 
     tta_scales = parse_scales(scales)
@@ -59,13 +59,7 @@ def cams(
         except RuntimeError as e:
             raise ConfigError(f"--device {device!r}: {e}") from None
         dataset = build_dataset(format, data, split)
-        model, meta = load_classifier(checkpoint, map_location=target)
-        trained_on = meta.get("classes")
-        if trained_on is not None and list(trained_on) != list(dataset.classes):
-            raise ConfigError(
-                f"{checkpoint} was trained on classes {trained_on}, but {dataset.root} has "
-                f"{dataset.classes}"
-            )
+        model, _ = load_classifier_for(checkpoint, dataset.classes, map_location=target)
         result = run_maps(
             "cam",
             model,

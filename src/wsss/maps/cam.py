@@ -21,10 +21,8 @@ from wsss.maps.tta import (
     DEFAULT_SCALES,
     Forward,
     as_image_tensor,
-    multiscale_flip,
-    normalize_maps,
+    class_maps_by_size,
     size_groups,
-    strided_size,
 )
 from wsss.models.classifier import CAMClassifier
 
@@ -139,31 +137,15 @@ def cam_maps_batch(
         for i, c in zip(unknown, found, strict=True):
             classes[i] = c
 
-    results: list[ClassMaps | None] = [None] * len(images)
-    for group in size_groups([tuple(im.shape[-2:]) for im in images]):
-        h, w = images[group[0]].shape[-2:]
-        # One forward per scale for the whole group, on the union of the group's classes.
-        union = sorted(set().union(*(classes[i] for i in group)))
-        if union:
-            batch = torch.stack([images[i] for i in group])
-            strided, hr = multiscale_flip(
-                cam_forward(model, union),
-                batch,
-                scales,
-                device=device,
-                amp=amp,
-                max_pixels=max_pixels,
-            )
-        for j, i in enumerate(group):
-            keep = [union.index(c) for c in classes[i]]
-            if keep:
-                cam = normalize_maps(strided[j, keep]).cpu().numpy()
-                high = normalize_maps(hr[j, keep]).cpu().numpy()
-            else:
-                cam = np.zeros((0, *strided_size((h, w), 4)), dtype=np.float32)
-                high = np.zeros((0, h, w), dtype=np.float32)
-            results[i] = ClassMaps(keys=np.asarray(classes[i]) + 1, cam=cam, hr=high)
-    return results
+    return class_maps_by_size(
+        images,
+        classes,
+        lambda union: (cam_forward(model, union), None),
+        scales,
+        device=device,
+        amp=amp,
+        max_pixels=max_pixels,
+    )
 
 
 def cam_maps(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -47,10 +47,7 @@ from wsss.maps.tta import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_SCALES,
     as_image_tensor,
-    multiscale_flip,
-    normalize_maps,
-    size_groups,
-    strided_size,
+    class_maps_by_size,
 )
 from wsss.models.classifier import CAMClassifier
 from wsss.utils.io import atomic_path
@@ -748,38 +745,18 @@ def lpcam_maps_batch(
     def features(x: Tensor) -> Tensor:
         return model(x, with_features=True).features
 
-    results: list[ClassMaps | None] = [None] * len(images)
-    for group in size_groups([tuple(im.shape[-2:]) for im in images]):
-        h, w = images[group[0]].shape[-2:]
-        union = sorted(set().union(*(classes[i] for i in group)))
-        if union:
-            head = prototypes.head(union, context=context).to(device)
+    def make_pass(union: list[int]) -> tuple[Callable, Callable]:
+        head = prototypes.head(union, context=context).to(device)
 
-            def merge(a: Tensor, b: Tensor, head: Tensor = head) -> Tensor:
-                # Features of the image and of its flip are summed before the cosine.
-                return lpcam_map(a + b, head)
+        def merge(a: Tensor, b: Tensor) -> Tensor:
+            # Features of the image and of its flip are summed before the cosine.
+            return lpcam_map(a + b, head)
 
-            strided, hr = multiscale_flip(
-                features,
-                torch.stack([images[i] for i in group]),
-                scales,
-                merge=merge,
-                device=device,
-                amp=amp,
-                max_pixels=max_pixels,
-            )
-        for j, i in enumerate(group):
-            keep = [union.index(c) for c in classes[i]]
-            if keep:
-                cam = normalize_maps(strided[j, keep]).cpu().numpy()
-                high = normalize_maps(hr[j, keep]).cpu().numpy()
-            else:
-                cam = np.zeros((0, *strided_size((h, w), 4)), dtype=np.float32)
-                high = np.zeros((0, h, w), dtype=np.float32)
-            results[i] = ClassMaps(
-                keys=np.asarray(classes[i], dtype=np.int64) + 1, cam=cam, hr=high
-            )
-    return results
+        return features, merge
+
+    return class_maps_by_size(
+        images, classes, make_pass, scales, device=device, amp=amp, max_pixels=max_pixels
+    )
 
 
 def lpcam_f_maps_batch(

@@ -27,11 +27,13 @@ import torch.nn.functional as F
 
 from wsss.data.transforms import normalize
 from wsss.errors import ConfigError
+from wsss.maps.io import ClassMaps
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_SCALES",
     "as_image_tensor",
+    "class_maps_by_size",
     "multiscale_flip",
     "normalize_maps",
     "resize_image",
@@ -174,3 +176,60 @@ def multiscale_flip(
     if image.ndim == 3:
         return strided[0], hr[0]
     return strided, hr
+
+
+def class_maps_by_size(
+    images: Sequence[torch.Tensor],
+    classes: Sequence[Sequence[int]],
+    make_pass: Callable[[list[int]], tuple[Forward, Merge | None]],
+    scales: Sequence[float] = DEFAULT_SCALES,
+    *,
+    device: torch.device | str | None = None,
+    amp: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> list[ClassMaps]:
+    """TTA class maps of several images, those of equal size sharing their forward passes.
+
+    Per group of equal-sized images, ``make_pass(union)`` gives the ``forward`` and ``merge``
+    of :func:`multiscale_flip` producing one channel per class of ``union`` (the sorted union
+    of the group's classes); each image then keeps its own classes, max-normalised.
+
+    Args:
+        images: ``3×H×W`` ``uint8`` RGB images.
+        classes: Per image, the sorted classification-space classes (0..C−1) to keep.
+        make_pass: Builds ``(forward, merge)`` for a list of classes.
+        scales: TTA scales.
+        device: Where the network runs.
+        amp: Autocast on CUDA.
+        max_pixels: Cap on input pixels per forward pass.
+
+    Returns:
+        One :class:`ClassMaps` per image, keys = class index + 1; an image with no class gets
+        ``0×h4×w4`` and ``0×H×W`` maps.
+    """
+    results: list[ClassMaps | None] = [None] * len(images)
+    for group in size_groups([tuple(im.shape[-2:]) for im in images]):
+        h, w = images[group[0]].shape[-2:]
+        union = sorted(set().union(*(classes[i] for i in group)))
+        if union:
+            forward, merge = make_pass(union)
+            strided, hr = multiscale_flip(
+                forward,
+                torch.stack([images[i] for i in group]),
+                scales,
+                merge=merge,
+                device=device,
+                amp=amp,
+                max_pixels=max_pixels,
+            )
+        for j, i in enumerate(group):
+            keep = [union.index(c) for c in classes[i]]
+            if keep:
+                cam = normalize_maps(strided[j, keep]).cpu().numpy()
+                high = normalize_maps(hr[j, keep]).cpu().numpy()
+            else:
+                cam = np.zeros((0, *strided_size((h, w), 4)), dtype=np.float32)
+                high = np.zeros((0, h, w), dtype=np.float32)
+            keys = np.asarray(classes[i], dtype=np.int64) + 1
+            results[i] = ClassMaps(keys=keys, cam=cam, hr=high)
+    return results

@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from wsss.errors import DataError
+from wsss.errors import ConfigError, DataError
 from wsss.utils.io import atomic_path, atomic_write_json
 
 __all__ = [
@@ -203,3 +203,16 @@ def load_state_file(
     except (json.JSONDecodeError, KeyError, OSError, Exception) as e:
         raise DataError(f"{index}: unreadable training state ({type(e).__name__}: {e})") from None
     return tensors, info
+
+
+def load_classifier_for(
+    path: str | os.PathLike, classes: list[str], map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`load_classifier`, refusing a checkpoint trained on other classes than ``classes``."""
+    model, meta = load_classifier(path, map_location=map_location)
+    trained_on = meta.get("classes")
+    if trained_on is not None and list(trained_on) != list(classes):
+        raise ConfigError(
+            f"{path} was trained on classes {list(trained_on)}, but the dataset has {list(classes)}"
+        )
+    return model, meta
