@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -16,8 +17,8 @@ SUMMARY_COLUMNS = (
     ("miou", "mIoU"),
     ("fp", "FP"),
     ("fn", "FN"),
-    ("precision", "Prec."),
-    ("recall", "Rec."),
+    ("precision", "P"),
+    ("recall", "R"),
     ("head_recall", "head R"),
     ("body_recall", "body R"),
     ("context_fp", "ctx FP"),
@@ -33,17 +34,19 @@ def summary_table(results: dict[str, Any]) -> Table:
     """Methods × metrics at the fixed threshold, with the oracle best mIoU last."""
     table = Table(
         title="seed masks (%)",
-        caption="mIoU over all classes incl. background; FP/FN/Prec./Rec. means over "
-        "foreground classes; oracle = threshold chosen on ground truth (an upper bound)",
+        caption="mIoU over all classes incl. background; FP, FN, P(recision), R(ecall): "
+        "means over foreground classes; oracle: threshold chosen on ground truth (an upper "
+        "bound, not an honest result)",
+        box=box.SIMPLE_HEAD,
     )
     table.add_column("method")
     table.add_column("t", justify="right")
     for _, header in SUMMARY_COLUMNS:
         table.add_column(header, justify="right")
-    table.add_column("oracle mIoU (t)", justify="right")
+    table.add_column("oracle mIoU@t", justify="right")
     for method, result in results.items():
         best = result.get("best")
-        oracle = "–" if not best else f"{_fmt(best['miou'])} ({best['threshold']:g})"
+        oracle = "–" if not best else f"{_fmt(best['miou'])}@{best['threshold']:g}"
         table.add_row(
             method,
             f"{result['threshold']:g}",
@@ -55,7 +58,7 @@ def summary_table(results: dict[str, Any]) -> Table:
 
 def timings_table(reports: list, total: float) -> Table:
     """Wall time per stage of this invocation; skipped stages show the earlier time."""
-    table = Table(title=f"wall time {total:.1f} s")
+    table = Table(title=f"wall time {total:.1f} s", box=box.SIMPLE_HEAD)
     table.add_column("stage")
     table.add_column("seconds", justify="right")
     table.add_column("share", justify="right")
@@ -94,6 +97,8 @@ def demo(
     if strategy not in STRATEGIES:
         raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     console = Console()
+    if not console.is_terminal:  # logs and pipes: wide enough for the summary table
+        console = Console(width=max(console.width, 120))
     config = demo_config(
         overrides or [], preset=preset, strategy=strategy, lpcam=lpcam, device=device
     )

@@ -12,8 +12,8 @@ A run directory holds every artefact of one experiment::
       results.json       method → evaluation JSON (fixed threshold, oracle ``best``)
       timings.json       wall time of each stage
       report.html        self-contained HTML report
-      logs/              pipeline log and training logs
-      .stages/           one completion record per stage
+      logs/pipeline.log  what ran, was skipped or failed, and when
+      .stages/           one completion record per stage (inputs hash, token, seconds)
 
 A :class:`Stage` declares its outputs and parameters. :class:`Pipeline` runs stages in order
 and skips a stage whose outputs are complete and whose inputs (its parameters and the records
