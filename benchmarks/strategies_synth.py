@@ -1,7 +1,7 @@
 """CAM, Puzzle-CAM, OC-CSE, P-OC and P-NOC (± label smoothing) on the synthetic benchmark.
 
 Every classifier gets the same budget and backbone, the ``synth-compare`` preset (synth-demo's
-recipe: resnet10t from scratch at output stride 8, 112-px crops, AdamW + one-cycle, 8 epochs of
+recipe: resnet10t from scratch at output stride 8, 96-px crops, AdamW + one-cycle, 8 epochs of
 the 800 training images); the ordinary classifier of OC-CSE, P-OC and P-NOC is the vanilla
 ``cam`` run of that same recipe. Each classifier's CAMs of the train split (4 scales × flip) are
 turned into seed masks and evaluated at the fixed threshold 0.3 and with the oracle sweep
