@@ -17,6 +17,7 @@ from wsss.pipeline.demo import DemoConfig, DemoResult, demo_config, demo_pipelin
 from wsss.pipeline.stages import (
     DataSpec,
     EvalStage,
+    LPCAMMapsStage,
     MapsStage,
     PrototypeStage,
     ReportStage,
@@ -30,6 +31,7 @@ __all__ = [
     "DemoResult",
     "EvalStage",
     "FunctionStage",
+    "LPCAMMapsStage",
     "MapsStage",
     "Pipeline",
     "PrototypeStage",

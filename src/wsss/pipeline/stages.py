@@ -21,6 +21,7 @@ from wsss.pipeline.core import RunDir, Stage, results_entry
 __all__ = [
     "DataSpec",
     "EvalStage",
+    "LPCAMMapsStage",
     "MapsStage",
     "PrototypeStage",
     "ReportStage",
@@ -227,6 +228,150 @@ class MapsStage(Stage):
             checkpoint=checkpoint,
             progress=self.progress,
         )
+
+
+def lpcam_pair(
+    model: Any,
+    images: Sequence[Any],
+    class_indices: Sequence[Sequence[int]],
+    prototypes: Any,
+    scales: Sequence[float],
+    device: Any = None,
+) -> list[tuple[Any, Any]]:
+    """LPCAM and LPCAM-F maps of images from one multi-scale feature pass.
+
+    The two differ only in the prototype head applied to the same features, so the heads
+    are stacked: channel ``n`` is LPCAM of class ``n`` and channel ``C + n`` its LPCAM-F. The
+    result equals ``lpcam_maps_batch`` with ``context=True`` and ``False`` at half the cost.
+
+    Returns:
+        Per image, ``(lpcam, lpcam_f)`` :class:`~wsss.maps.io.ClassMaps`.
+    """
+    import torch
+
+    from wsss.maps.io import ClassMaps
+    from wsss.maps.lpcam import lpcam_map
+    from wsss.maps.tta import as_image_tensor, class_maps_by_size
+
+    c = prototypes.num_classes
+    doubled = [sorted(set(k)) + [n + c for n in sorted(set(k))] for k in class_indices]
+
+    def features(x: Any) -> Any:
+        return model(x, with_features=True).features
+
+    def make_pass(union: list[int]) -> tuple[Any, Any]:
+        # sorted union: every LPCAM channel (< C) comes before every LPCAM-F one
+        with_context = prototypes.head([n for n in union if n < c], context=True)
+        without = prototypes.head([n - c for n in union if n >= c], context=False)
+        head = torch.cat([with_context, without]).to(device)
+        return features, lambda a, b: lpcam_map(a + b, head)
+
+    images = [as_image_tensor(im) for im in images]
+    maps = class_maps_by_size(images, doubled, make_pass, scales, device=device)
+    pairs = []
+    for m in maps:
+        f = m.keys > c
+        pairs.append(
+            (
+                ClassMaps(keys=m.keys[~f], cam=m.cam[~f], hr=m.hr[~f]),
+                ClassMaps(keys=m.keys[f] - c, cam=m.cam[f], hr=m.hr[f]),
+            )
+        )
+    return pairs
+
+
+class LPCAMMapsStage(Stage):
+    """LPCAM and LPCAM-F maps into ``maps/lpcam`` and ``maps/lpcam_f`` from one feature pass.
+
+    The backbone features dominate the cost of both methods, so computing them once halves
+    it. Resumable: images whose two files exist are skipped.
+
+    Args:
+        classifier: Name of the trained classifier the prototypes were fitted on.
+        data: The split.
+        prototypes: Name of the :class:`PrototypeStage` output.
+        scales: Test-time augmentation scales.
+        device: Inference device (``auto``: CUDA when available).
+        requires: Upstream stages.
+        progress: Show a progress bar.
+    """
+
+    name = "maps_lpcam"
+    methods = ("lpcam", "lpcam_f")
+
+    def __init__(
+        self,
+        classifier: str,
+        data: DataSpec,
+        prototypes: str = "lpcam",
+        scales: Sequence[float] = (1.0, 0.5, 1.5, 2.0),
+        device: str = "auto",
+        requires: tuple[str, ...] | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.classifier, self.data, self.prototypes = classifier, data, prototypes
+        self.scales = tuple(float(s) for s in scales)
+        self.device, self.requires, self.progress = device, requires, progress
+
+    def outputs(self, run: RunDir) -> list[Path]:
+        from wsss.maps.runner import MANIFEST_NAME
+
+        return [run.maps_dir(m) / MANIFEST_NAME for m in self.methods]
+
+    def params(self) -> Mapping[str, Any]:
+        return {
+            "classifier": self.classifier,
+            "prototypes": self.prototypes,
+            "scales": list(self.scales),
+            "data": self.data.as_dict(),
+        }
+
+    def reset(self, run: RunDir) -> None:
+        for method in self.methods:
+            _remove_inside(run, run.maps_dir(method))
+
+    def run(self, run: RunDir) -> None:
+        import numpy as np
+        import torch
+        from tqdm.auto import tqdm
+
+        from wsss.maps.io import save_class_maps
+        from wsss.maps.lpcam import load_prototypes
+        from wsss.maps.runner import MANIFEST_NAME, is_complete_map_file
+        from wsss.train.checkpoint import load_classifier_for
+        from wsss.train.engine import resolve_device
+        from wsss.utils.io import atomic_write_json
+
+        device = resolve_device(self.device)
+        dataset = self.data.build()
+        checkpoint = run.checkpoint(self.classifier)
+        model, _ = load_classifier_for(checkpoint, dataset.classes, map_location=device)
+        prototypes = load_prototypes(PrototypeStage.path(run, self.prototypes))
+        dirs = [run.maps_dir(m) for m in self.methods]
+        for d in dirs:
+            d.mkdir(parents=True, exist_ok=True)
+        pending = [
+            i for i in dataset.ids if not all(is_complete_map_file(d / f"{i}.npz") for d in dirs)
+        ]
+        with torch.inference_mode():
+            for sample_id in tqdm(
+                pending, desc="lpcam maps", unit="img", disable=not self.progress
+            ):
+                image = torch.from_numpy(dataset.load_image(sample_id)).permute(2, 0, 1)
+                classes = np.flatnonzero(dataset.load_label(sample_id) >= 0.5).tolist()
+                pair = lpcam_pair(model, [image], [classes], prototypes, self.scales, device)[0]
+                for d, maps in zip(dirs, pair, strict=True):
+                    save_class_maps(d / f"{sample_id}.npz", maps)
+        for method, d in zip(self.methods, dirs, strict=True):
+            manifest = {
+                "method": method,
+                "checkpoint": str(checkpoint),
+                "scales": list(self.scales),
+                "classes": "gt",
+                "split": self.data.split,
+                "count": len(dataset),
+            }
+            atomic_write_json(d / MANIFEST_NAME, manifest)
 
 
 class EvalStage(Stage):
