@@ -2,8 +2,17 @@
 
 >>> from wsss.pipeline import RunDir, run_demo
 >>> result = run_demo("runs/demo")  # synthetic data, training, CAM, LPCAM, report
+>>> result = run_comparison("runs/strategies-synth")  # every training strategy, one budget
 """
 
+from wsss.pipeline.compare import (
+    COMPARISON_RUNS,
+    ComparisonResult,
+    comparison_config,
+    comparison_pipeline,
+    comparison_table,
+    run_comparison,
+)
 from wsss.pipeline.core import (
     FunctionStage,
     Pipeline,
@@ -26,6 +35,8 @@ from wsss.pipeline.stages import (
 )
 
 __all__ = [
+    "COMPARISON_RUNS",
+    "ComparisonResult",
     "DataSpec",
     "DemoConfig",
     "DemoResult",
@@ -41,9 +52,13 @@ __all__ = [
     "StageReport",
     "SynthStage",
     "TrainStage",
+    "comparison_config",
+    "comparison_pipeline",
+    "comparison_table",
     "demo_config",
     "demo_pipeline",
     "library_versions",
     "results_entry",
+    "run_comparison",
     "run_demo",
 ]
