@@ -4,9 +4,9 @@ The comparison of :mod:`wsss.pipeline.compare` (also ``wsss demo --compare``): e
 gets the same budget and backbone, the ``synth-compare`` preset (resnet10t from scratch at output
 stride 8, 96-px crops, AdamW + one-cycle, 8 epochs of the 800 training images); the ordinary
 classifier of OC-CSE, P-OC and P-NOC is the vanilla ``cam`` run of that same recipe. Each
-classifier's CAMs of the train split (scale 1 + flip) are turned into seed masks and evaluated
-at the fixed threshold 0.3 and with the oracle sweep (threshold chosen on the ground truth, an
-upper bound).
+classifier's CAMs of the train split (scales 1 and 0.5, each with its flip) are turned into seed
+masks and evaluated at the fixed threshold 0.3 and with the oracle sweep (threshold chosen on the
+ground truth, an upper bound).
 
 Runs and label smoothing ε: ``cam puzzle occse poc pnoc`` (ε = 0), ``poc_ls pnoc_ls cam_ls``
 (ε = 0.1; the P-NOC paper smooths P-OC and P-NOC, ``cam_ls`` separates smoothing alone).

@@ -53,8 +53,8 @@ def test_run_configs_share_the_budget_and_differ_only_in_strategy_smoothing_and_
 
 
 def test_scales_are_pinned_but_can_be_overridden():
-    assert comparison_config().scales == (1.0,)
-    assert comparison_config(["demo.scales=[1.0,0.5]"]).scales == (1.0, 0.5)
+    assert comparison_config().scales == (1.0, 0.5)
+    assert comparison_config(["demo.scales=[1.0]"]).scales == (1.0,)
 
 
 def test_the_table_lists_evaluated_runs_in_order_with_oracle_and_time(tmp_path):

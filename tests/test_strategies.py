@@ -330,6 +330,19 @@ def test_ordinary_classifier_errors(oc_path: Path, tmp_path: Path) -> None:
         _strategy("pnoc", oc_path, delta_noc=1.5)
 
 
+def test_oc_and_noc_may_have_another_backbone_than_the_generator(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    other = CAMClassifier("resnet14t", num_classes=len(CLASSES), output_stride=16)
+    path = save_classifier(tmp_path / "oc14", other, {"classes": CLASSES})
+    strategy = _strategy("pnoc", path).train()
+    assert strategy.model.backbone_name == "resnet10t"  # the generator follows the config
+    assert strategy.noc.backbone_name == "resnet14t" and strategy.noc.output_stride == 16
+    for name, p in other.state_dict().items():  # the NOC starts from the checkpoint's weights
+        assert torch.equal(strategy.noc.state_dict()[name], p), name
+    out = strategy.loss("generator", _batch(2), _ctx(0))
+    assert torch.isfinite(out.loss)
+
+
 def _generator_step(strategy, seed: int = 0):
     torch.manual_seed(seed)
     out = strategy.loss("generator", _batch(3), _ctx(3))
