@@ -187,9 +187,13 @@ def _fmt(value: float | None) -> str:
 
 
 def comparison_table(run: RunDir, names: Sequence[str]) -> str:
-    """Markdown table of the evaluated runs (percentages), with training wall time."""
-    results, timings = run.results(), run.timings()
-    header = ["run", "strategy", "ε", *(h for _, h in COLUMNS), "oracle mIoU (t)", "train min"]
+    """Markdown table of the evaluated runs (percentages).
+
+    Training cost is left out: a stage's recorded wall time covers only its last attempt, so
+    it is wrong for resumed trainings (``benchmarks/strategy_cost.py`` measures step costs).
+    """
+    results = run.results()
+    header = ["run", "strategy", "ε", *(h for _, h in COLUMNS), "oracle mIoU (t)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name in names:
         if name not in results:
@@ -197,14 +201,12 @@ def comparison_table(run: RunDir, names: Sequence[str]) -> str:
         r = results[name]
         best = r.get("best") or {}
         oracle = f"{_fmt(best.get('miou'))} ({best.get('threshold', float('nan')):g})"
-        seconds = timings.get(f"train_{name}")
         cells = [
             name,
             COMPARISON_RUNS[name][0],
             f"{COMPARISON_RUNS[name][1]:g}",
             *(_fmt(r.get(key)) for key, _ in COLUMNS),
             oracle,
-            "–" if seconds is None else f"{seconds / 60:.1f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     threshold = next((results[n]["threshold"] for n in names if n in results), None)
