@@ -58,7 +58,7 @@ def test_tiny_demo_end_to_end_and_resume(tmp_path):
 
     text = (out / "report.html").read_text()
     HTMLParser().feed(text)
-    assert text.count("data:image/png;base64,") == 2
+    assert text.count("data:image/png;base64,") == 3  # curves, part bars, examples
     assert f"{results['cam']['miou']:.1f}" in text
 
     timings = json.loads((out / "timings.json").read_text())["stages"]

@@ -15,7 +15,7 @@ from wsss.data.base import SegmentationDataset, voc_palette
 from wsss.maps.io import ClassMaps, save_class_maps
 from wsss.pipeline.core import RunDir, results_entry
 from wsss.report import render_html, write_report
-from wsss.report.figures import colorize_mask, heat_overlay, pick_examples
+from wsss.report.figures import PART_BARS, colorize_mask, heat_overlay, part_bars, pick_examples
 
 CLASSES = ["cat", "dog"]
 
@@ -159,7 +159,7 @@ def test_report_contains_table_values_and_embedded_images(run_with_results):
     assert "resnet10t" in page and "train.epochs" in page
     assert "200.0" in page and "80.0" in page  # train share of total time
     assert doc.external == []
-    assert len(doc.images) == 2  # threshold curves and the example grid
+    assert len(doc.images) == 3  # threshold curves, part bars and the example grid
     for src in doc.images:
         header, data = src.split(",", 1)
         assert header == "data:image/png;base64"
@@ -245,3 +245,16 @@ def test_prototype_make_up_is_weighted_by_cluster_size():
     # kind, prototypes, features, head, body, context, background, other
     assert values[0] == ["class", "2", "40", "20.0", "0.0", "22.5", "57.5", "0.0"]
     assert values[1] == ["context", "1", "5", "0.0", "0.0", "80.0", "20.0", "0.0"]
+
+
+def test_part_bars_draw_each_methods_values_and_skip_runs_without_parts():
+    a = fake_result(41.0, 0.3, 0.2)
+    b = {**fake_result(52.0, 0.3, 0.45), "body_far_recall": None, "head_recall": 88.0}
+    fig = part_bars({"cam": a, "lpcam": b, "no_parts": {"miou": 3.0, "threshold": 0.3}})
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["cam", "lpcam"]
+    heights = [p.get_height() for p in ax.patches]
+    assert len(heights) == 2 * len(PART_BARS)
+    assert heights[: len(PART_BARS)] == [a[key] for key, _ in PART_BARS]
+    assert heights[len(PART_BARS)] == 88.0 and np.isnan(heights[len(PART_BARS) + 2])
+    assert part_bars({"cam": {"miou": 3.0, "threshold": 0.3}}) is None

@@ -101,6 +101,56 @@ def threshold_curves(results: Mapping[str, Mapping[str, Any]]) -> Figure | None:
     return fig
 
 
+# (results key, label) of the part chart: where each method finds the object, and where it
+# spills onto the background
+PART_BARS = (
+    ("head_recall", "head R"),
+    ("body_near_recall", "near-body R"),
+    ("body_far_recall", "far-body R"),
+    ("precision", "precision"),
+    ("context_fp", "context FP"),
+    ("background_fp", "other bg FP"),
+)
+
+
+def part_bars(results: Mapping[str, Mapping[str, Any]]) -> Figure | None:
+    """Grouped bars at the fixed threshold: per method, recall on each object part, precision
+    and background false positives (the synthetic benchmark's part annotation).
+
+    Returns:
+        The figure, or None when no method has part metrics.
+    """
+    methods = [m for m, r in results.items() if r.get("head_recall") is not None]
+    if not methods:
+        return None
+    fig = Figure(figsize=(max(6.0, 1.3 * len(PART_BARS) * (0.5 + 0.12 * len(methods))), 3.6))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    colours = matplotlib.colormaps["tab10"].colors
+    width = 0.8 / len(methods)
+    x = np.arange(len(PART_BARS))
+    for i, method in enumerate(methods):
+        values = [results[method].get(key) for key, _ in PART_BARS]
+        heights = [np.nan if v is None else v for v in values]
+        ax.bar(
+            x + (i - (len(methods) - 1) / 2) * width,
+            heights,
+            width,
+            label=method,
+            color=colours[i % len(colours)],
+        )
+    ax.set_xticks(x, [label for _, label in PART_BARS], fontsize=9)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("%")
+    ax.set_title(
+        f"where the seeds land (threshold {results[methods[0]]['threshold']:g})", fontsize=10
+    )
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncol=min(4, len(methods)), loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
 def pick_examples(ids: Sequence[str], maps_dirs: Mapping[str, Path], count: int) -> list[str]:
     """Up to ``count`` ids spread evenly over ``ids``, each with a map file for every method."""
     usable = [i for i in ids if all((Path(d) / f"{i}.npz").is_file() for d in maps_dirs.values())]

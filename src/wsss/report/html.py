@@ -12,7 +12,13 @@ from typing import Any
 
 from wsss.data.base import SegmentationDataset
 from wsss.pipeline.core import RunDir
-from wsss.report.figures import example_grid, figure_png, pick_examples, threshold_curves
+from wsss.report.figures import (
+    example_grid,
+    figure_png,
+    part_bars,
+    pick_examples,
+    threshold_curves,
+)
 from wsss.utils.io import atomic_write_text
 
 __all__ = ["METRIC_COLUMNS", "render_html", "write_report"]
@@ -191,6 +197,7 @@ def render_html(
     config: Mapping[str, Any] | None = None,
     info: Mapping[str, Any] | None = None,
     curves_png: bytes | None = None,
+    parts_png: bytes | None = None,
     examples_png: bytes | None = None,
     prototypes: Sequence[Mapping[str, Any]] | None = None,
     notes: str = "",
@@ -205,6 +212,7 @@ def render_html(
         config: The resolved configuration (``config.yaml``).
         info: Provenance (``run_info.json``: ``seeds``, ``versions``, other sections).
         curves_png: Threshold-curve figure.
+        parts_png: Part-recall figure (:func:`wsss.report.figures.part_bars`).
         examples_png: Example grid figure.
         prototypes: Part make-up of the selected LPCAM prototypes
             (:func:`wsss.maps.lpcam.prototype_composition` rows).
@@ -229,6 +237,8 @@ def render_html(
     ]
     if curves_png is not None:
         body += ["<h2>Threshold curves</h2>", _img(curves_png, "threshold curves")]
+    if parts_png is not None:
+        body += ["<h2>Object parts</h2>", _img(parts_png, "recall per object part")]
     body += ["<h2>Per-class IoU</h2>", _per_class_table(results)]
     if examples_png is not None:
         body += ["<h2>Examples</h2>", _img(examples_png, "example grid")]
@@ -272,6 +282,7 @@ def write_report(
     """
     results = run.results()
     curves = threshold_curves(results)
+    parts = part_bars(results)
     examples = None
     maps_dirs = {m: run.maps_dir(m) for m in results if run.maps_dir(m).is_dir()}
     if dataset is not None and maps_dirs and num_examples > 0:
@@ -287,6 +298,7 @@ def write_report(
         config=run.read_config(),
         info=run.read_info(),
         curves_png=None if curves is None else figure_png(curves),
+        parts_png=None if parts is None else figure_png(parts),
         examples_png=examples,
         prototypes=prototypes,
     )
