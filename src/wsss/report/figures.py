@@ -82,12 +82,12 @@ def threshold_curves(results: Mapping[str, Mapping[str, Any]]) -> Figure | None:
         best = result.get("best")
         if best is not None:
             ax_miou.plot(best["threshold"], best["miou"], "*", color=colour, markersize=12)
-        ax_pr.plot(t, _sweep_column(result["sweep"], "recall"), color=colour, label=f"{method} R")
-        ax_pr.plot(
-            t, _sweep_column(result["sweep"], "precision"), "--", color=colour, label=f"{method} P"
-        )
+        ax_pr.plot(t, _sweep_column(result["sweep"], "recall"), color=colour)
+        ax_pr.plot(t, _sweep_column(result["sweep"], "precision"), "--", color=colour)
     ax_miou.plot([], [], "ko", label="fixed threshold")
     ax_miou.plot([], [], "k*", markersize=10, label="oracle best")
+    ax_pr.plot([], [], "k-", label="recall")  # method colours as on the left
+    ax_pr.plot([], [], "k--", label="precision")
     ax_miou.set_ylabel("mIoU (%)")
     ax_pr.set_ylabel("foreground mean (%)")
     ax_miou.set_title("seed mIoU vs background threshold", fontsize=10)
@@ -146,7 +146,7 @@ def part_bars(results: Mapping[str, Mapping[str, Any]]) -> Figure | None:
         f"where the seeds land (threshold {results[methods[0]]['threshold']:g})", fontsize=10
     )
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncol=min(4, len(methods)), loc="upper right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars
     fig.tight_layout()
     return fig
 
