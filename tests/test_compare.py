@@ -10,7 +10,12 @@ from typer.testing import CliRunner
 from wsss.cli import app
 from wsss.errors import ConfigError
 from wsss.pipeline import RunDir, comparison_config, comparison_pipeline, comparison_table
-from wsss.pipeline.compare import COMPARISON_RUNS, run_config, select_runs
+from wsss.pipeline.compare import (
+    COMPARISON_RUNS,
+    check_strategy_args,
+    run_config,
+    select_runs,
+)
 
 TINY = [
     "synth.train=16",
@@ -111,3 +116,21 @@ def test_runs_without_compare_is_an_error():
     result = CliRunner().invoke(app, ["demo", "--runs", "cam"])
     assert result.exit_code != 0
     assert isinstance(result.exception, ConfigError) and "--compare" in str(result.exception)
+
+
+def test_strategy_settings_reach_only_the_runs_whose_strategy_has_them(tmp_path):
+    base = comparison_config(["train.strategy_args.lambda_re=[0,0,0.5]"]).classifier
+    oc = tmp_path / "oc.safetensors"
+    assert "lambda_re" not in run_config(base, "cam", oc).train.strategy_args
+    assert "lambda_re" not in run_config(base, "occse", oc).train.strategy_args
+    for name in ("puzzle", "poc", "pnoc_ls"):
+        assert run_config(base, name, oc).train.strategy_args["lambda_re"] == [0, 0, 0.5]
+    check_strategy_args(base, ["cam", "pnoc"])  # P-NOC has lambda_re: fine
+    with pytest.raises(ConfigError, match="lambda_re"):
+        check_strategy_args(base, ["cam", "occse"])
+    typo = comparison_config(["train.strategy_args.lambda_ree=1"]).classifier
+    with pytest.raises(ConfigError, match="lambda_ree"):
+        check_strategy_args(typo, list(COMPARISON_RUNS))
+    settings = comparison_config(["train.strategy_args.delta_noc=0.3"])
+    with pytest.raises(ConfigError, match="delta_noc"):  # the pipeline checks before any work
+        comparison_pipeline(RunDir(tmp_path), settings, tmp_path / "data", ["cam", "puzzle"])

@@ -39,6 +39,7 @@ from wsss.pipeline.stages import (
     SynthStage,
     TrainStage,
 )
+from wsss.train.strategies import STRATEGIES
 from wsss.utils.io import atomic_write_text
 
 __all__ = [
@@ -102,10 +103,30 @@ def select_runs(names: Sequence[str] | None) -> list[str]:
     return names
 
 
+def _strategy_fields(strategy: str) -> set[str]:
+    return {f.name for f in dataclasses.fields(STRATEGIES.get(strategy).Args)}
+
+
+def check_strategy_args(base: Config, names: Sequence[str]) -> None:
+    """Raise a :class:`ConfigError` for a ``train.strategy_args`` key no selected run uses."""
+    known = set().union(*(_strategy_fields(COMPARISON_RUNS[n][0]) for n in names))
+    unknown = sorted(set(base.train.strategy_args) - known)
+    if unknown:
+        raise ConfigError(
+            f"train.strategy_args {unknown} are not settings of any strategy in runs {list(names)}"
+            f" (their settings: {sorted(known)})"
+        )
+
+
 def run_config(base: Config, name: str, oc: Path) -> Config:
-    """``base`` with the strategy, ε and (where needed) the ordinary classifier of run ``name``."""
+    """``base`` with the strategy, ε and (where needed) the ordinary classifier of run ``name``.
+
+    Of ``base``'s ``train.strategy_args``, the run keeps those its strategy has, so that e.g.
+    ``lambda_re`` reaches Puzzle-CAM, P-OC and P-NOC but not the vanilla OC run.
+    """
     strategy, epsilon = COMPARISON_RUNS[name]
-    args = dict(base.train.strategy_args)
+    fields = _strategy_fields(strategy)
+    args = {k: v for k, v in base.train.strategy_args.items() if k in fields}
     if strategy in NEEDS_OC:
         args["oc"] = str(oc)
     train = dataclasses.replace(
@@ -126,6 +147,7 @@ def comparison_pipeline(
     base = settings.classifier
     base = dataclasses.replace(base, data=dataclasses.replace(base.data, root=str(data_root)))
     data = DataSpec(data_root, settings.split, "voc")
+    check_strategy_args(base, names)
     oc = run.checkpoint(OC_RUN)
     stages: list[Stage] = [
         SynthStage(
