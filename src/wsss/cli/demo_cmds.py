@@ -84,7 +84,7 @@ def demo(
         "vanilla",
         "--strategy",
         help="vanilla, or pnoc (trains vanilla first as the ordinary classifier, then P-NOC, "
-        "whose steps cost about 3.4x a vanilla one: about 15 min instead of 5 on 2 cores).",
+        "whose steps cost about 4x a vanilla one: about 15 min instead of 5 on 2 cores).",
     ),
     lpcam: bool = typer.Option(True, "--lpcam/--no-lpcam", help="Also run LPCAM and LPCAM-F."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:i]."),
