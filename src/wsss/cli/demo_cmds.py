@@ -91,7 +91,7 @@ def demo(
     preset: str | None = typer.Option(
         None,
         "--preset",
-        help="Classifier preset or YAML [synth-demo; synth-compare with --compare].",
+        help="Classifier preset or YAML (default synth-demo; synth-compare with --compare).",
     ),
     compare: bool = typer.Option(
         False,
@@ -103,7 +103,7 @@ def demo(
         None,
         "--runs",
         help="With --compare: comma-separated subset of cam, puzzle, occse, poc, pnoc, poc_ls, "
-        "pnoc_ls, cam_ls [all].",
+        "pnoc_ls, cam_ls (default: all).",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
