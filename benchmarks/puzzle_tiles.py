@@ -28,7 +28,6 @@ is what removes the body. Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from wsss.data.parts import BODY_FAR, BODY_NEAR, HEAD
 from wsss.data.transforms import normalize, to_tensor
 from wsss.train.checkpoint import load_classifier
 from wsss.train.strategies.functional import merge, tile
+from wsss.utils.io import atomic_write_json
 
 CROP, LONG = 96, 104
 MIN_TILE_COVER = 0.05
@@ -159,8 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_count": os.cpu_count(),
             "results": results,
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(doc, indent=2) + "\n")
+        atomic_write_json(args.out, doc)
     return 0
 
 

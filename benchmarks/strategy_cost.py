@@ -14,7 +14,6 @@ changes no cost, so the ``_ls`` runs of the comparison cost what their base stra
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -30,6 +29,7 @@ from wsss.data.synthetic import SynthConfig, generate_synthetic
 from wsss.models.classifier import CAMClassifier
 from wsss.train.checkpoint import save_classifier
 from wsss.train.engine import Trainer
+from wsss.utils.io import atomic_write_json
 
 STRATEGIES = ("vanilla", "puzzle", "occse", "poc", "pnoc")
 
@@ -102,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg": list(load),
             "strategies": rows,
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(doc, indent=2) + "\n")
+        atomic_write_json(args.out, doc)
     return 0
 
 
