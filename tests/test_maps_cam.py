@@ -19,13 +19,7 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 SCALES = (1.0, 0.5, 1.5, 2.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny inputs gain nothing from more threads; spinning ones crawl on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_image(h: int, w: int, seed: int) -> torch.Tensor:

@@ -23,13 +23,7 @@ SIZES = {"a": (30, 44), "b": (26, 20), "c": (30, 44)}
 MASK_CLASSES = {"a": [1], "b": [1, 2], "c": [2]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny inputs gain nothing from more threads; spinning ones crawl on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,7 @@ from wsss.models.classifier import CAMClassifier
 SCALES = (1.0, 0.5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny inputs gain nothing from more threads; spinning ones crawl on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyDataset(SegmentationDataset):

@@ -13,13 +13,7 @@ from safetensors.torch import save_file
 from wsss.errors import ConfigError, OfflineError
 from wsss.models import CAMClassifier
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("stride", [16, 8])

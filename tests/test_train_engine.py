@@ -21,13 +21,7 @@ from wsss.train.engine import Trainer
 from wsss.train.strategies import STRATEGIES, LossOutput, Phase, StepContext, Strategy
 from wsss.train.validation import ClassificationValidation, average_precision, f1_scores
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Tiny(SegmentationDataset):
