@@ -76,7 +76,11 @@ def demo(
         help="key=value settings: synth.* (benchmark), lpcam.* (prototypes), demo.* "
         "(e.g. demo.scales=[1.0,0.5]), others to the classifier config (train.epochs=4).",
     ),
-    out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory."),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Run directory (default runs/demo; runs/strategies-synth with --compare).",
+    ),
     data: Path | None = typer.Option(
         None, "--data", help="Synthetic benchmark folder (default <out>/data); made if absent."
     ),
@@ -120,6 +124,7 @@ def demo(
         return
     if strategy not in STRATEGIES:
         raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    out = out or Path("runs/demo")
     config = demo_config(
         overrides or [],
         preset=preset or "synth-demo",
@@ -130,7 +135,14 @@ def demo(
     console.print(f"[bold]wsss demo[/] → {out}")
     started, finished = _stage_printers(console)
 
-    result = run_demo(out, data, config, on_stage=finished, on_start=started, progress=progress)
+    result = run_demo(
+        out,
+        data,
+        config,
+        on_stage=finished,
+        on_start=started,
+        progress=progress,
+    )
     console.print()
     console.print(summary_table(result.results))
     console.print(timings_table(result.stages, result.seconds))
@@ -154,7 +166,7 @@ def _stage_printers(console: Console):
 def _compare(
     console: Console,
     overrides: list[str],
-    out: Path,
+    out: Path | None,
     data: Path | None,
     preset: str | None,
     runs: str | None,
@@ -163,8 +175,7 @@ def _compare(
 ) -> None:
     from wsss.pipeline.compare import comparison_config, run_comparison
 
-    if out == Path("runs/demo"):
-        out = Path("runs/strategies-synth")
+    out = out or Path("runs/strategies-synth")
     names = None if runs is None else [n.strip() for n in runs.split(",") if n.strip()]
     settings = comparison_config(overrides, preset=preset or "synth-compare", device=device)
     console.print(f"[bold]wsss demo --compare[/] → {out}")
@@ -173,7 +184,8 @@ def _compare(
         out, data, names, settings, on_stage=finished, on_start=started, progress=progress
     )
     console.print()
-    console.print(summary_table({n: result.run.results()[n] for n in result.names}))
+    results = result.run.results()
+    console.print(summary_table({n: results[n] for n in result.names}))
     console.print(timings_table(result.stages, result.seconds))
     console.print(f"table: {result.run.path / 'table.md'}")
     console.print(f"report: {result.run.report_path}")
