@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from wsss.data.datasets import build_dataset
 from wsss.data.parts import BODY_FAR, BODY_NEAR, HEAD
 from wsss.data.transforms import normalize, to_tensor
-from wsss.train.checkpoint import load_classifier
+from wsss.io.atomic import atomic_write_json
+from wsss.models import load_model
 from wsss.train.strategies.functional import merge, tile
-from wsss.utils.io import atomic_write_json
 
 CROP, LONG = 96, 104
 MIN_TILE_COVER = 0.05
@@ -67,7 +67,7 @@ def training_view(image: np.ndarray, mask: np.ndarray, parts: np.ndarray):
 @torch.no_grad()
 def diagnose(checkpoint: Path, data_root: Path, split: str, limit: int) -> dict[str, float]:
     """The statistics of the module docstring for one classifier."""
-    net, _ = load_classifier(checkpoint)
+    net, _ = load_model(checkpoint)
     dataset = build_dataset("voc", data_root, split)
     sums: dict[str, list[float]] = {}
 

@@ -26,10 +26,10 @@ import torch
 from wsss.config import load_config
 from wsss.data.datasets import build_dataset
 from wsss.data.synthetic import SynthConfig, generate_synthetic
+from wsss.io.atomic import atomic_write_json
+from wsss.models import save_model
 from wsss.models.classifier import CAMClassifier
-from wsss.train.checkpoint import save_classifier
 from wsss.train.engine import Trainer
-from wsss.utils.io import atomic_write_json
 
 STRATEGIES = ("vanilla", "puzzle", "occse", "poc", "pnoc")
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             generate_synthetic(data, SynthConfig(seed=0, train=64, val=0), progress=False)
         dataset = build_dataset("voc", data, "train")
         oc = CAMClassifier("resnet10t", len(dataset.classes), output_stride=8)
-        oc_path = save_classifier(tmp / "oc", oc, {"classes": list(dataset.classes)})
+        oc_path = save_model(tmp / "oc", oc, {"classes": list(dataset.classes)})
         trainers = {}
         for name in STRATEGIES:
             overrides = [

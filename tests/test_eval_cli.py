@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from wsss.cli import app
 from wsss.data.image_io import write_image, write_mask
 from wsss.errors import ConfigError
-from wsss.maps.io import ClassMaps, save_class_maps
+from wsss.io.maps import ClassMaps, save_class_maps
 
 IDS = ["a", "b", "c"]
 

@@ -22,7 +22,7 @@ from wsss.evaluate import (
     seed_mask,
     summary_scores,
 )
-from wsss.maps.io import ClassMaps, load_class_maps, save_class_maps
+from wsss.io.maps import ClassMaps, load_class_maps, save_class_maps
 
 
 class ArrayDataset(SegmentationDataset):

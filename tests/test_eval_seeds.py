@@ -6,7 +6,7 @@ import pytest
 from wsss.data import parts as codes
 from wsss.errors import DataError
 from wsss.evaluate import ConfusionMatrix, PartCounts, ThresholdSweep, default_thresholds, seed_mask
-from wsss.maps.io import ClassMaps
+from wsss.io.maps import ClassMaps
 
 
 def _maps(keys, hr):

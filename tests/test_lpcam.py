@@ -15,7 +15,7 @@ from wsss.data.image_io import write_image, write_mask
 from wsss.data.parts import BODY_FAR, BODY_NEAR, CONTEXT_PRESENT, HEAD, OTHER_BACKGROUND
 from wsss.data.transforms import normalize, to_tensor
 from wsss.errors import ConfigError, DataError
-from wsss.maps.io import ClassMaps, load_class_maps, save_class_maps
+from wsss.io.maps import ClassMaps, load_class_maps, save_class_maps
 from wsss.maps.kmeans import cosine_kmeans
 from wsss.maps.lpcam import (
     PrototypeConfig,
@@ -31,8 +31,8 @@ from wsss.maps.lpcam import (
 )
 from wsss.maps.methods import get_map_method
 from wsss.maps.runner import run_maps
+from wsss.models import save_model
 from wsss.models.classifier import CAMClassifier
-from wsss.train.checkpoint import save_classifier
 
 # --- the "bird" example of the LPCAM paper, §3.2 --------------------------------------------
 # Three local regions with 3-d features whose dimensions stand for "head", "tail", "sky".
@@ -434,7 +434,7 @@ def test_cli_fit_then_maps(tiny, tmp_path):
     root = tmp_path / "voc"
     _write_voc(dataset, root)
     _write_cams(dataset, tmp_path / "cams")
-    ckpt = save_classifier(tmp_path / "ckpt", model, {"classes": dataset.classes})
+    ckpt = save_model(tmp_path / "ckpt", model, {"classes": dataset.classes})
     protos = tmp_path / "protos.safetensors"
     common = ["--checkpoint", str(ckpt), "--data", str(root), "--split", "train"]
     runner = CliRunner()

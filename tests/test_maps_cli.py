@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 from wsss.cli import app
 from wsss.data.image_io import read_image, write_image, write_mask
 from wsss.errors import ConfigError
+from wsss.io.maps import load_class_maps
 from wsss.maps.cam import cam_maps
-from wsss.maps.io import load_class_maps
+from wsss.models import save_model
 from wsss.models.classifier import CAMClassifier
-from wsss.train.checkpoint import save_classifier
 
 CLASSES = ["cat", "dog"]
 SIZES = {"a": (30, 44), "b": (26, 20), "c": (30, 44)}
@@ -47,7 +47,7 @@ def setup(tmp_path_factory) -> tuple[Path, Path, CAMClassifier]:
     model = CAMClassifier("resnet10t", num_classes=2, output_stride=16).eval()
     with torch.no_grad():  # same-sign class rows: see tests/test_maps_cam.py
         model.head.weight.copy_(model.head.weight.abs() * 100)
-    ckpt = save_classifier(root / "ckpt", model, {"classes": CLASSES})
+    ckpt = save_model(root / "ckpt", model, {"classes": CLASSES})
     return voc, ckpt, model
 
 

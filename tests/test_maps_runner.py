@@ -11,8 +11,8 @@ import torch
 
 from wsss.data.base import SegmentationDataset
 from wsss.errors import ConfigError, DataError
+from wsss.io.maps import load_class_maps
 from wsss.maps.cam import cam_maps_batch, predicted_classes
-from wsss.maps.io import load_class_maps
 from wsss.maps.runner import MANIFEST_NAME, is_complete_map_file, run_maps
 from wsss.models.classifier import CAMClassifier
 

@@ -12,9 +12,10 @@ import pytest
 from PIL import Image
 
 from wsss.data.base import SegmentationDataset, voc_palette
-from wsss.maps.io import ClassMaps, save_class_maps
+from wsss.io.maps import ClassMaps, save_class_maps
 from wsss.pipeline.core import RunDir, results_entry
-from wsss.report import render_html, write_report
+from wsss.pipeline.stages import write_run_report as write_report
+from wsss.report import render_html
 from wsss.report.figures import PART_BARS, colorize_mask, heat_overlay, part_bars, pick_examples
 
 CLASSES = ["cat", "dog"]
@@ -148,7 +149,7 @@ def run_with_results(tmp_path):
 
 def test_report_contains_table_values_and_embedded_images(run_with_results):
     run, dataset = run_with_results
-    path = write_report(run, dataset, num_examples=3)
+    path = write_report(run, dataset, examples=3)
     text = path.read_text()
     doc = parse(text)
     page = " ".join(doc.text)

@@ -15,8 +15,8 @@ from wsss.config import load_config
 from wsss.data.base import SegmentationDataset
 from wsss.data.loader import Batch
 from wsss.errors import ConfigError, DataError
+from wsss.models import save_model
 from wsss.models.classifier import CAMClassifier, CAMOutput
-from wsss.train.checkpoint import save_classifier
 from wsss.train.engine import Trainer
 from wsss.train.strategies import STRATEGIES, StepContext
 from wsss.train.strategies.functional import (
@@ -56,7 +56,7 @@ def oc_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(123)
     model = CAMClassifier("resnet10t", num_classes=len(CLASSES), output_stride=8)
     stem = tmp_path_factory.mktemp("oc") / "last"
-    return save_classifier(stem, model, {"classes": CLASSES})
+    return save_model(stem, model, {"classes": CLASSES})
 
 
 def _ctx(step: int, total: int = 10) -> StepContext:
@@ -316,7 +316,7 @@ def test_ordinary_classifier_errors(oc_path: Path, tmp_path: Path) -> None:
         _strategy("occse")
     with pytest.raises(DataError, match="not found"):
         _strategy("poc", tmp_path / "missing.safetensors")
-    other = save_classifier(
+    other = save_model(
         tmp_path / "other", CAMClassifier("resnet10t", 3, output_stride=8), {"classes": ["x"] * 3}
     )
     with pytest.raises(DataError, match="classes"):
@@ -328,7 +328,7 @@ def test_ordinary_classifier_errors(oc_path: Path, tmp_path: Path) -> None:
 def test_oc_and_noc_may_have_another_backbone_than_the_generator(tmp_path: Path) -> None:
     torch.manual_seed(1)
     other = CAMClassifier("resnet14t", num_classes=len(CLASSES), output_stride=16)
-    path = save_classifier(tmp_path / "oc14", other, {"classes": CLASSES})
+    path = save_model(tmp_path / "oc14", other, {"classes": CLASSES})
     strategy = _strategy("pnoc", path).train()
     assert strategy.model.backbone_name == "resnet10t"  # the generator follows the config
     assert strategy.noc.backbone_name == "resnet14t" and strategy.noc.output_stride == 16

@@ -49,7 +49,7 @@ def _worker(rank: int, world_size: int, port: int, out: str, oc: str) -> None:
     )
     torch.set_num_threads(1)
     from wsss.config import load_config
-    from wsss.train import distributed
+    from wsss.runtime import distributed
     from wsss.train.engine import Trainer
 
     config = load_config(
@@ -85,11 +85,11 @@ def _free_port() -> int:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_pnoc_ddp_ranks_end_identical(tmp_path: Path) -> None:
+    from wsss.models import save_model
     from wsss.models.classifier import CAMClassifier
-    from wsss.train.checkpoint import save_classifier
 
     torch.manual_seed(1)
-    oc = save_classifier(
+    oc = save_model(
         tmp_path / "oc", CAMClassifier("resnet10t", 3, output_stride=8), {"classes": CLASSES}
     )
     mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), str(oc)), nprocs=2, join=True)

@@ -127,5 +127,5 @@ def test_save_resolved_round_trips(tmp_path: Path) -> None:
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert saved == config_to_dict(c)
     info = json.loads((tmp_path / "run_info.json").read_text())
-    assert info["seed"] == 7 and info["world_size"] == 1
+    assert info["seeds"] == {"train": 7} and info["world_size"] == 1
     assert {"python", "torch", "timm", "numpy"} <= set(info["versions"])

@@ -41,7 +41,7 @@ def _worker(rank: int, world_size: int, port: int, out: str) -> None:
     )
     torch.set_num_threads(1)
     from wsss.config import load_config
-    from wsss.train import distributed
+    from wsss.runtime import distributed
     from wsss.train.engine import Trainer
 
     config = load_config(

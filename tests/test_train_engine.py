@@ -14,9 +14,8 @@ from torch import nn
 from wsss.config import Config, load_config
 from wsss.data.base import SegmentationDataset
 from wsss.errors import ConfigError, DataError
-from wsss.models import CAMClassifier
+from wsss.models import CAMClassifier, load_model, save_model
 from wsss.models.classifier import CAMOutput
-from wsss.train.checkpoint import load_classifier, save_classifier
 from wsss.train.engine import Trainer
 from wsss.train.strategies import STRATEGIES, LossOutput, Phase, StepContext, Strategy
 from wsss.train.validation import ClassificationValidation, average_precision, f1_scores
@@ -109,7 +108,7 @@ def test_run_directory_checkpoints_and_validation(tmp_path: Path) -> None:
     assert best["selected_by"] == "val/f1" and best["oracle"] is False
     assert best["metrics"]["val/f1"] == max(x["val/f1"] for x in lines if "val/f1" in x)
 
-    model, loaded_meta = load_classifier(tmp_path)
+    model, loaded_meta = load_model(tmp_path)
     assert loaded_meta["classes"] == meta["classes"] and not model.training
     x = torch.randn(2, 3, 32, 32)
     trainer.strategy.model.eval()
@@ -285,10 +284,10 @@ def test_checkpoint_selected_by_an_oracle_metric_is_labelled(tmp_path: Path) -> 
 
 def test_checkpoint_round_trip_and_foreign_files(tmp_path: Path) -> None:
     model = CAMClassifier("resnet10t", num_classes=4, output_stride=8)
-    weights = save_classifier(tmp_path / "ckpt", model, {"classes": list("abcd"), "step": 3})
+    weights = save_model(tmp_path / "ckpt", model, {"classes": list("abcd"), "step": 3})
     assert weights.name == "ckpt.safetensors" and (tmp_path / "ckpt.json").is_file()
     for path in (weights, tmp_path / "ckpt.json"):
-        loaded, meta = load_classifier(path)
+        loaded, meta = load_model(path)
         assert meta["classes"] == list("abcd") and meta["architecture"] == model.architecture()
         for k, v in model.state_dict().items():
             assert torch.equal(loaded.state_dict()[k], v), k
@@ -296,16 +295,16 @@ def test_checkpoint_round_trip_and_foreign_files(tmp_path: Path) -> None:
     pth = tmp_path / "foreign.pth"
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, pth)
     with pytest.raises(DataError, match="no architecture recorded"):
-        load_classifier(pth)
-    loaded, _ = load_classifier(pth, architecture=model.architecture())
+        load_model(pth)
+    loaded, _ = load_model(pth, architecture=model.architecture())
     assert torch.equal(loaded.head.weight, model.head.weight)
     with pytest.raises(DataError, match="do not match"):
-        load_classifier(pth, architecture={**model.architecture(), "num_classes": 5})
+        load_model(pth, architecture={**model.architecture(), "num_classes": 5})
     (tmp_path / "junk.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(DataError, match="junk"):
-        load_classifier(tmp_path / "junk.safetensors", architecture=model.architecture())
+        load_model(tmp_path / "junk.safetensors", architecture=model.architecture())
     with pytest.raises(DataError, match="no checkpoint found"):
-        load_classifier(tmp_path)
+        load_model(tmp_path)
 
 
 # ----------------------------------------------------------------------------- metrics

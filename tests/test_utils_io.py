@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from wsss.utils.io import atomic_path, atomic_write_json, atomic_write_text
+from wsss.io.atomic import atomic_path, atomic_write_json, atomic_write_text
 
 
 def test_atomic_write_replaces_and_leaves_no_temporaries(tmp_path):

@@ -11,10 +11,7 @@ validation and saving work for any nested dataclass.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import importlib.metadata
-import platform
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -26,7 +23,8 @@ from typing import Any, Literal
 import yaml
 
 from wsss.errors import ConfigError
-from wsss.utils.io import atomic_write_json, atomic_write_text
+from wsss.io.atomic import atomic_write_text
+from wsss.runtime.provenance import write_run_info
 
 __all__ = [
     "AugmentConfig",
@@ -450,14 +448,6 @@ def load_config(preset_or_path: str | Path | None = None, overrides: Iterable[st
     return apply_overrides(config_from_dict(data), overrides)
 
 
-def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("wsss", "torch", "torchvision", "timm", "numpy", "safetensors", "pillow"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            out[dist] = importlib.metadata.version(dist)
-    return out
-
-
 def save_resolved(
     config: Config, run_dir: str | Path, extra: Mapping[str, Any] | None = None
 ) -> None:
@@ -470,10 +460,4 @@ def save_resolved(
     atomic_write_text(
         run_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False)
     )
-    info = {
-        "versions": _versions(),
-        "platform": platform.platform(),
-        "seed": config.train.seed,
-        **dict(extra or {}),
-    }
-    atomic_write_json(run_dir / "run_info.json", info)
+    write_run_info(run_dir, seeds={"train": config.train.seed}, extra=extra)

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from wsss.data.check import CheckReport, Problem, check_data
-from wsss.utils.io import atomic_write_json
+from wsss.io.atomic import atomic_write_json
 
 
 def register(app: typer.Typer) -> None:

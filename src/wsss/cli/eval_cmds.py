@@ -52,7 +52,7 @@ def eval_command(
     """Evaluate class maps or masks of a split against its ground truth (mIoU, FP, FN, P, R)."""
     from wsss.data.datasets import build_dataset
     from wsss.evaluate import evaluate, print_result, save_threshold_curve
-    from wsss.utils.io import atomic_write_json
+    from wsss.io.atomic import atomic_write_json
 
     if (maps is None) == (masks is None):
         raise ConfigError("give exactly one of --maps DIR (class maps) or --masks DIR (masks)")

@@ -17,14 +17,14 @@ lpcam_app = typer.Typer(
 
 def _load(checkpoint: Path, device: str, dataset):
     """The classifier on ``device``, checked against the dataset's classes."""
-    from wsss.train.checkpoint import load_classifier_for
-    from wsss.train.engine import resolve_device
+    from wsss.models import load_model
+    from wsss.runtime import resolve_device
 
     try:
         target = resolve_device(device)
     except RuntimeError as e:
         raise ConfigError(f"--device {device!r}: {e}") from None
-    model, _ = load_classifier_for(checkpoint, dataset.classes, map_location=target)
+    model, _ = load_model(checkpoint, map_location=target, classes=dataset.classes)
     return model, target
 
 

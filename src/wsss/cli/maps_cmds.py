@@ -45,9 +45,8 @@ def cams(
     """
     from wsss.data.datasets import build_dataset
     from wsss.maps.runner import run_maps
-    from wsss.train import distributed
-    from wsss.train.checkpoint import load_classifier_for
-    from wsss.train.engine import resolve_device
+    from wsss.models import load_model
+    from wsss.runtime import distributed, resolve_device
 
     tta_scales = parse_scales(scales)
     if classes not in ("gt", "predicted"):
@@ -59,7 +58,7 @@ def cams(
         except RuntimeError as e:
             raise ConfigError(f"--device {device!r}: {e}") from None
         dataset = build_dataset(format, data, split)
-        model, _ = load_classifier_for(checkpoint, dataset.classes, map_location=target)
+        model, _ = load_model(checkpoint, map_location=target, classes=dataset.classes)
         result = run_maps(
             "cam",
             model,

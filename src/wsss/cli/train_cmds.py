@@ -72,7 +72,7 @@ def train(
         )
     if out is None:
         out = Path("runs") / Path(config).stem
-    from wsss.train import distributed
+    from wsss.runtime import distributed
 
     try:
         weights = run_training(cfg, out, resume=resume, progress=progress)

@@ -14,24 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from wsss.errors import DataError
+from wsss.io.masks import voc_palette
 
 IGNORE_INDEX = 255
 
 __all__ = ["IGNORE_INDEX", "DataError", "Sample", "SegmentationDataset", "voc_palette"]
-
-
-def voc_palette(n: int = 256) -> np.ndarray:
-    """The PASCAL VOC colour map: ``n×3`` ``uint8`` (index 255 is the boundary colour)."""
-    palette = np.zeros((n, 3), dtype=np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        palette[i] = (r, g, b)
-    return palette
 
 
 @dataclass

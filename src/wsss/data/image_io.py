@@ -10,7 +10,7 @@ from PIL import Image, UnidentifiedImageError
 
 from wsss.data.base import IGNORE_INDEX, voc_palette
 from wsss.errors import DataError
-from wsss.utils.io import atomic_path
+from wsss.io.atomic import atomic_path
 
 
 def _open(path: Path, what: str = "image") -> Image.Image:

@@ -8,7 +8,7 @@ from typing import Any
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from wsss.utils.io import atomic_path
+from wsss.io.atomic import atomic_path
 
 __all__ = ["save_threshold_curve"]
 

@@ -21,7 +21,7 @@ from wsss.evaluate.groups import ClassStats, class_group_analysis
 from wsss.evaluate.metrics import SCORE_NAMES, class_scores, summary_scores
 from wsss.evaluate.parts import PartCounts
 from wsss.evaluate.seeds import ThresholdSweep, default_thresholds
-from wsss.maps.io import load_class_maps
+from wsss.io.maps import load_class_maps
 
 __all__ = ["evaluate"]
 

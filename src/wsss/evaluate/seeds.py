@@ -13,7 +13,7 @@ from wsss.data.base import IGNORE_INDEX
 from wsss.errors import DataError
 from wsss.evaluate.confusion import ConfusionMatrix
 from wsss.evaluate.parts import CORRECT, FOREGROUND, NUM_PARTS, TOTAL, PartCounts
-from wsss.maps.io import ClassMaps
+from wsss.io.maps import ClassMaps
 
 __all__ = ["ThresholdSweep", "default_thresholds", "seed_mask"]
 

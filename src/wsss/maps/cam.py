@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss.data.transforms import normalize
-from wsss.maps.io import ClassMaps
+from wsss.io.maps import ClassMaps
 from wsss.maps.tta import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_SCALES,

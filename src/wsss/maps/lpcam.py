@@ -39,8 +39,9 @@ from wsss.data.base import IGNORE_INDEX, SegmentationDataset
 from wsss.data.parts import PART_NAMES
 from wsss.data.transforms import normalize, to_tensor
 from wsss.errors import ConfigError, DataError
+from wsss.io.atomic import atomic_path
+from wsss.io.maps import ClassMaps, load_class_maps
 from wsss.maps.cam import predicted_classes
-from wsss.maps.io import ClassMaps, load_class_maps
 from wsss.maps.kmeans import cluster_means, cosine_kmeans
 from wsss.maps.methods import MAP_METHODS
 from wsss.maps.tta import (
@@ -50,7 +51,6 @@ from wsss.maps.tta import (
     class_maps_by_size,
 )
 from wsss.models.classifier import CAMClassifier
-from wsss.utils.io import atomic_path
 
 __all__ = [
     "PrototypeConfig",

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from wsss.errors import ConfigError
+from wsss.io.maps import ClassMaps
 from wsss.maps.cam import cam_maps_batch
-from wsss.maps.io import ClassMaps
 from wsss.registry import Registry
 
 __all__ = ["MAP_METHODS", "MapMethod", "get_map_method"]

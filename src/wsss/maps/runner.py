@@ -27,10 +27,10 @@ from tqdm.auto import tqdm
 from wsss.data.base import SegmentationDataset
 from wsss.data.transforms import to_tensor
 from wsss.errors import ConfigError, DataError, WsssError
-from wsss.maps.io import save_class_maps
+from wsss.io.atomic import atomic_write_json
+from wsss.io.maps import save_class_maps
 from wsss.maps.methods import MapMethod, get_map_method
 from wsss.maps.tta import DEFAULT_SCALES
-from wsss.utils.io import atomic_write_json
 
 __all__ = ["MANIFEST_NAME", "MapsRunResult", "is_complete_map_file", "run_maps"]
 

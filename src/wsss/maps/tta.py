@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from wsss.data.transforms import normalize
 from wsss.errors import ConfigError
-from wsss.maps.io import ClassMaps
+from wsss.io.maps import ClassMaps
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",

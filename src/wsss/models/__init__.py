@@ -1,6 +1,16 @@
-"""Backbones and networks."""
+"""Networks and their registry: build any kind by name, rebuild it from a checkpoint."""
 
 from wsss.models.backbone import create_backbone
 from wsss.models.classifier import CAMClassifier, CAMOutput
+from wsss.models.registry import MODELS, create_model, list_models, load_model, save_model
 
-__all__ = ["CAMClassifier", "CAMOutput", "create_backbone"]
+__all__ = [
+    "MODELS",
+    "CAMClassifier",
+    "CAMOutput",
+    "create_backbone",
+    "create_model",
+    "list_models",
+    "load_model",
+    "save_model",
+]

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from wsss.models.backbone import backbone_channels, create_backbone
+from wsss.models.registry import MODELS
 
 
 @dataclass
@@ -28,6 +29,7 @@ class CAMOutput:
     stages: list[torch.Tensor] | None = None
 
 
+@MODELS.register("cam_classifier")
 class CAMClassifier(nn.Module):
     """Multi-label classifier whose head doubles as a class-activation-map generator.
 

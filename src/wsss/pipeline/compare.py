@@ -29,6 +29,7 @@ from typing import Any
 
 from wsss.config import Config
 from wsss.errors import ConfigError
+from wsss.io.atomic import atomic_write_text
 from wsss.pipeline.core import Pipeline, RunDir, Stage, StageReport
 from wsss.pipeline.demo import DemoConfig, demo_config
 from wsss.pipeline.stages import (
@@ -40,7 +41,6 @@ from wsss.pipeline.stages import (
     TrainStage,
 )
 from wsss.train.strategies import STRATEGIES
-from wsss.utils.io import atomic_write_text
 
 __all__ = [
     "COMPARISON_RUNS",

@@ -26,23 +26,21 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.metadata
 import json
 import os
-import platform
 import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from wsss.errors import ConfigError
-from wsss.utils.io import atomic_write_json, atomic_write_text
+from wsss.io.atomic import atomic_write_json, atomic_write_text
+from wsss.runtime.provenance import library_versions, now, write_run_info
 
 __all__ = [
     "FunctionStage",
@@ -53,23 +51,6 @@ __all__ = [
     "library_versions",
     "results_entry",
 ]
-
-_VERSIONED_PACKAGES = ("wsss", "torch", "torchvision", "timm", "numpy", "pillow", "matplotlib")
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of Python and of the libraries that affect results."""
-    versions = {"python": platform.python_version()}
-    for name in _VERSIONED_PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _read_json(path: Path) -> Any:
@@ -173,14 +154,7 @@ class RunDir:
         versions, the platform, ``seeds`` and ``extra``.
         """
         atomic_write_text(self.config_path, yaml.safe_dump(_plain(config), sort_keys=False))
-        info = {
-            "versions": library_versions(),
-            "platform": platform.platform(),
-            "seeds": dict(seeds or {}),
-            "written": _now(),
-            **_plain(dict(extra or {})),
-        }
-        atomic_write_json(self.info_path, info)
+        write_run_info(self.path, seeds=seeds, extra=_plain(dict(extra or {})))
 
     def read_config(self) -> dict[str, Any]:
         """``config.yaml`` as a dict (empty if absent)."""
@@ -233,7 +207,7 @@ class RunDir:
         """Append a time-stamped line to ``logs/pipeline.log``."""
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         with open(self.logs_dir / "pipeline.log", "a", encoding="utf-8") as f:
-            f.write(f"{_now()} {message}\n")
+            f.write(f"{now()} {message}\n")
 
     # Stage records ------------------------------------------------------------------------
 
@@ -502,7 +476,7 @@ class Pipeline:
         if not resuming:
             stage.reset(run)
         run.write_stage_record(
-            stage.name, {"status": "running", "inputs": key, "started": _now(), "token": None}
+            stage.name, {"status": "running", "inputs": key, "started": now(), "token": None}
         )
         run.log(f"{'resume' if resuming else 'start'} {stage.name}")
         start = time.perf_counter()
@@ -522,7 +496,7 @@ class Pipeline:
                 "status": "done",
                 "inputs": key,
                 "token": token,
-                "finished": _now(),
+                "finished": now(),
                 "seconds": round(seconds, 3),
             },
         )

@@ -8,6 +8,7 @@ functions, so a pipeline is nothing more than these calls in order, made resumab
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ __all__ = [
     "ReportStage",
     "SynthStage",
     "TrainStage",
+    "write_run_report",
 ]
 
 # Training settings that do not change the trained weights (see wsss.train.engine).
@@ -206,12 +208,12 @@ class MapsStage(Stage):
 
     def run(self, run: RunDir) -> None:
         from wsss.maps.runner import run_maps
-        from wsss.train.checkpoint import load_classifier
-        from wsss.train.engine import resolve_device
+        from wsss.models import load_model
+        from wsss.runtime import resolve_device
 
         device = resolve_device(self.device)
         checkpoint = run.checkpoint(self.classifier)
-        model, _ = load_classifier(checkpoint, map_location=device)
+        model, _ = load_model(checkpoint, map_location=device)
         options = {}
         if self.prototypes is not None:
             from wsss.maps.lpcam import load_prototypes
@@ -245,11 +247,11 @@ def lpcam_pair(
     result equals ``lpcam_maps_batch`` with ``context=True`` and ``False`` at half the cost.
 
     Returns:
-        Per image, ``(lpcam, lpcam_f)`` :class:`~wsss.maps.io.ClassMaps`.
+        Per image, ``(lpcam, lpcam_f)`` :class:`~wsss.io.maps.ClassMaps`.
     """
     import torch
 
-    from wsss.maps.io import ClassMaps
+    from wsss.io.maps import ClassMaps
     from wsss.maps.lpcam import lpcam_map
     from wsss.maps.tta import as_image_tensor, class_maps_by_size
 
@@ -335,17 +337,17 @@ class LPCAMMapsStage(Stage):
         import torch
         from tqdm.auto import tqdm
 
-        from wsss.maps.io import save_class_maps
+        from wsss.io.atomic import atomic_write_json
+        from wsss.io.maps import save_class_maps
         from wsss.maps.lpcam import load_prototypes
         from wsss.maps.runner import MANIFEST_NAME, is_complete_map_file
-        from wsss.train.checkpoint import load_classifier_for
-        from wsss.train.engine import resolve_device
-        from wsss.utils.io import atomic_write_json
+        from wsss.models import load_model
+        from wsss.runtime import resolve_device
 
         device = resolve_device(self.device)
         dataset = self.data.build()
         checkpoint = run.checkpoint(self.classifier)
-        model, _ = load_classifier_for(checkpoint, dataset.classes, map_location=device)
+        model, _ = load_model(checkpoint, map_location=device, classes=dataset.classes)
         prototypes = load_prototypes(PrototypeStage.path(run, self.prototypes))
         dirs = [run.maps_dir(m) for m in self.methods]
         for d in dirs:
@@ -486,14 +488,14 @@ class PrototypeStage(Stage):
         _remove_inside(run, run.path / self.set_name)
 
     def run(self, run: RunDir) -> None:
+        from wsss.io.atomic import atomic_write_json
         from wsss.maps.lpcam import fit_prototypes, prototype_composition, save_prototypes
-        from wsss.train.checkpoint import load_classifier
-        from wsss.train.engine import resolve_device
-        from wsss.utils.io import atomic_write_json
+        from wsss.models import load_model
+        from wsss.runtime import resolve_device
 
         device = resolve_device(self.device)
         checkpoint = run.checkpoint(self.classifier)
-        model, _ = load_classifier(checkpoint, map_location=device)
+        model, _ = load_model(checkpoint, map_location=device)
         prototypes = fit_prototypes(
             model,
             self.data.build(),
@@ -544,7 +546,45 @@ class ReportStage(Stage):
         }
 
     def run(self, run: RunDir) -> None:
-        from wsss.report import write_report
+        write_run_report(
+            run,
+            None if self.data is None else self.data.build(),
+            self.examples,
+            self.threshold,
+            self.title,
+        )
 
-        dataset = None if self.data is None else self.data.build()
-        write_report(run, dataset, self.examples, self.threshold, self.title)
+
+def write_run_report(
+    run: RunDir,
+    dataset: SegmentationDataset | None = None,
+    examples: int = 8,
+    threshold: float = 0.3,
+    title: str | None = None,
+) -> Path:
+    """Render ``run``'s results, maps and records into ``report.html``; return its path.
+
+    Args:
+        run: The run directory.
+        dataset: The evaluated split, for the example grid (skipped if None).
+        examples: Images in the example grid.
+        threshold: Background threshold of the example seed masks.
+        title: Page title (default: the run directory's name).
+    """
+    from wsss.report import write_report
+
+    results = run.results()
+    composition = run.path / "lpcam" / "composition.json"
+    return write_report(
+        run.report_path,
+        results,
+        maps_dirs={m: run.maps_dir(m) for m in results},
+        dataset=dataset,
+        num_examples=examples,
+        threshold=threshold,
+        title=title or f"wsss run: {run.path.name}",
+        timings=run.timings(),
+        config=run.read_config(),
+        info=run.read_info(),
+        prototypes=json.loads(composition.read_text()) if composition.is_file() else None,
+    )

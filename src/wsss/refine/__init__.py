@@ -1,1 +1,1 @@
-"""wsss.refine"""
+"""Refinement of class maps into pseudo masks: dense CRF, affinity labels, random walk."""

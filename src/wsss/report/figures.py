@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from wsss.data.base import SegmentationDataset, voc_palette
 from wsss.errors import DataError
 from wsss.evaluate.seeds import seed_mask
-from wsss.maps.io import load_class_maps
+from wsss.io.maps import load_class_maps
 
 __all__ = [
     "colorize_mask",

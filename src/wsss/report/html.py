@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from wsss.data.base import SegmentationDataset
-from wsss.pipeline.core import RunDir
+from wsss.io.atomic import atomic_write_text
 from wsss.report.figures import (
     example_grid,
     figure_png,
@@ -19,7 +19,6 @@ from wsss.report.figures import (
     pick_examples,
     threshold_curves,
 )
-from wsss.utils.io import atomic_write_text
 
 __all__ = ["METRIC_COLUMNS", "render_html", "write_report"]
 
@@ -262,45 +261,55 @@ def render_html(
 
 
 def write_report(
-    run: RunDir,
+    path: str | os.PathLike,
+    results: Mapping[str, Mapping[str, Any]],
+    *,
+    maps_dirs: Mapping[str, str | os.PathLike] | None = None,
     dataset: SegmentationDataset | None = None,
     num_examples: int = 8,
     threshold: float = 0.3,
-    title: str | None = None,
+    title: str = "wsss run",
+    timings: Mapping[str, float] | None = None,
+    config: Mapping[str, Any] | None = None,
+    info: Mapping[str, Any] | None = None,
+    prototypes: Sequence[Mapping[str, Any]] | None = None,
 ) -> Path:
-    """Render ``run``'s ``results.json`` and artefacts into ``report.html`` (atomically).
+    """Render the figures and the page of a run's values into ``path`` (atomically).
 
     Args:
-        run: The run directory.
+        path: The HTML file to write.
+        results: Method → evaluation (see :func:`render_html`).
+        maps_dirs: Method → folder of its class maps, for the example grid.
         dataset: Dataset of the evaluated split; needed for the example grid (skipped if None).
         num_examples: Images in the example grid.
         threshold: Background threshold of the example seed masks.
-        title: Page title (default: the run directory's name).
+        title: Page title.
+        timings: Stage name → wall seconds.
+        config: The resolved configuration.
+        info: Provenance (``run_info.json``).
+        prototypes: Part make-up of the selected LPCAM prototypes.
 
     Returns:
         The path of the report.
     """
-    results = run.results()
     curves = threshold_curves(results)
     parts = part_bars(results)
     examples = None
-    maps_dirs = {m: run.maps_dir(m) for m in results if run.maps_dir(m).is_dir()}
-    if dataset is not None and maps_dirs and num_examples > 0:
-        ids = pick_examples(dataset.ids, maps_dirs, num_examples)
+    dirs = {m: Path(d) for m, d in (maps_dirs or {}).items() if Path(d).is_dir()}
+    if dataset is not None and dirs and num_examples > 0:
+        ids = pick_examples(dataset.ids, dirs, num_examples)
         if ids:
-            examples = figure_png(example_grid(dataset, ids, maps_dirs, threshold))
-    composition = run.path / "lpcam" / "composition.json"
-    prototypes = json.loads(composition.read_text()) if composition.is_file() else None
+            examples = figure_png(example_grid(dataset, ids, dirs, threshold))
     text = render_html(
         results,
-        title=title or f"wsss run: {run.path.name}",
-        timings=run.timings(),
-        config=run.read_config(),
-        info=run.read_info(),
+        title=title,
+        timings=timings,
+        config=config,
+        info=info,
         curves_png=None if curves is None else figure_png(curves),
         parts_png=None if parts is None else figure_png(parts),
         examples_png=examples,
         prototypes=prototypes,
     )
-    atomic_write_text(run.report_path, text)
-    return run.report_path
+    atomic_write_text(path, text)
+    return Path(path)

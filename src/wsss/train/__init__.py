@@ -1,6 +1,5 @@
-"""Classifier training: the engine, strategies, checkpoints and optimisation helpers."""
+"""Training: the engine (loop, AMP, accumulation, DDP, resume), strategies and optimisation."""
 
-from wsss.train.checkpoint import load_classifier, save_classifier
 from wsss.train.engine import Trainer, train
 from wsss.train.strategies import STRATEGIES, Phase, StepContext, Strategy
 
@@ -10,7 +9,5 @@ __all__ = [
     "StepContext",
     "Strategy",
     "Trainer",
-    "load_classifier",
-    "save_classifier",
     "train",
 ]

@@ -34,34 +34,19 @@ from wsss.data.base import SegmentationDataset
 from wsss.data.loader import ClassificationDataset, SeededSampler, build_train_loader
 from wsss.data.transforms import BatchMix, TrainTransform
 from wsss.errors import ConfigError, WsssError
-from wsss.train import distributed as ddp
-from wsss.train.checkpoint import CHECKPOINT_DIR, load_state_file, save_classifier, save_state_file
+from wsss.io.atomic import atomic_write_text
+from wsss.io.checkpoints import CHECKPOINT_DIR, load_state_file, save_state_file
+from wsss.models import save_model
+from wsss.runtime import distributed as ddp
+from wsss.runtime import resolve_device, seed_everything
 from wsss.train.optim import build_optimizer, build_scheduler, param_groups
 from wsss.train.strategies import STRATEGIES, Phase, StepContext, Strategy
 from wsss.train.validation import ClassificationValidation, ValidationHook
-from wsss.utils.io import atomic_write_text
 
-__all__ = ["MetricsLogger", "Trainer", "resolve_device", "seed_everything", "train"]
+__all__ = ["MetricsLogger", "Trainer", "train"]
 
 # Settings that may change when resuming without changing the result.
 _RESUMABLE_CHANGES = {"num_workers", "device", "log_every", "checkpoint_every", "val_every"}
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` → this process's GPU when CUDA is available, else CPU."""
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r} but CUDA is not available; use auto or cpu")
-    return device
 
 
 class MetricsLogger:
@@ -344,7 +329,7 @@ class Trainer:
             logger.log({"step": self.step, "epoch": epoch, **metrics})
         if self.dist.is_main:
             meta = self._meta(epoch + 1, metrics)
-            save_classifier(self.state_dir / "last", self.strategy.model, meta)
+            save_model(self.state_dir / "last", self.strategy.model, meta)
             if tc.select_by and metrics:
                 if tc.select_by not in metrics:
                     raise ConfigError(
@@ -359,7 +344,7 @@ class Trainer:
                 if better:
                     self.best = {"value": value, "step": self.step, "oracle": oracle}
                     meta = {**meta, "selected_by": tc.select_by, "oracle": oracle}
-                    save_classifier(self.state_dir / "best", self.strategy.model, meta)
+                    save_model(self.state_dir / "best", self.strategy.model, meta)
         self._save_state(epoch + 1)
 
     def _meta(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from wsss.data.synthetic.config import SynthConfig
 from wsss.data.synthetic.scene import SPLITS, SynthSample, render_sample, sample_id
 from wsss.data.synthetic.stats import ImageRecord, SynthStats, summarize
 from wsss.errors import ConfigError
-from wsss.utils.io import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
+from wsss.io.atomic import atomic_path, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 META_FILE = "synth.json"
 DATA_DIRS = ("JPEGImages", "SegmentationClass", P.PARTS_DIRNAME, "Annotations")

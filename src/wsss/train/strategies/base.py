@@ -14,7 +14,7 @@ Construction
     ``config.train.strategy_args`` (unknown keys are a ``ConfigError``). The constructor builds
     every network as a submodule: ``self.model`` (the CAM classifier whose weights are the
     product; :meth:`build_classifier` makes it from ``config.model``) and any others, e.g. a
-    frozen ordinary classifier loaded with :func:`wsss.train.checkpoint.load_classifier`.
+    frozen ordinary classifier loaded with :func:`wsss.models.load_model`.
     Module creation must be deterministic (the engine seeds torch before constructing).
 
 Optimisers (:meth:`phases`)

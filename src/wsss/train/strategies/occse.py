@@ -20,8 +20,8 @@ import torch
 from wsss.config import Config
 from wsss.data.loader import Batch
 from wsss.errors import ConfigError, DataError
+from wsss.models import load_model
 from wsss.models.classifier import CAMClassifier
-from wsss.train.checkpoint import load_classifier
 from wsss.train.losses import multilabel_soft_margin
 from wsss.train.strategies import STRATEGIES
 from wsss.train.strategies.base import LossOutput, StepContext, Strategy
@@ -66,7 +66,7 @@ def load_ordinary_classifier(
             f"the {strategy} strategy needs an ordinary classifier: set "
             f"train.strategy_args.oc=PATH (or --oc PATH) to a trained vanilla checkpoint"
         )
-    model, meta = load_classifier(path, map_location="cpu")
+    model, meta = load_model(path, map_location="cpu")
     known = meta.get("classes")
     if known is not None and list(known) != list(classes):
         raise DataError(

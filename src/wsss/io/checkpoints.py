@@ -1,8 +1,13 @@
-"""Classifier checkpoints (safetensors + JSON) and the resumable training state, without pickle.
+"""Model checkpoints (safetensors + JSON) and the resumable training state, without pickle.
 
-A classifier checkpoint is ``<stem>.safetensors`` (the state dict; its header metadata also
-carries the JSON under ``wsss``) and ``<stem>.json`` beside it: ``architecture`` (from
-``model.architecture()``), ``classes``, ``config``, ``step``, ``epoch``, ``metrics``.
+A checkpoint is ``<stem>.safetensors`` (the state dict; its header metadata also carries the
+JSON under ``wsss`` and a SHA-256 of the tensors under ``wsss_sha256``) and ``<stem>.json``
+beside it: ``architecture`` (``{"type": <registered model name>, **constructor arguments}``),
+``classes``, ``config``, ``step``, ``epoch``, ``metrics``. The checksum is verified on every
+load, so a damaged file is an error rather than silently wrong weights.
+
+Rebuilding a model from a checkpoint needs the model registry: see
+:func:`wsss.models.load_model`. This module only reads and writes files.
 
 The training state is ``state.json`` plus the tensor file it names
 (``state-<step>.safetensors``): module and optimiser tensors and RNG states in the tensor
@@ -12,26 +17,28 @@ always points at a complete tensor file, even after a crash while saving.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from torch import nn
 
-from wsss.errors import ConfigError, DataError
-from wsss.utils.io import atomic_path, atomic_write_json
+from wsss.errors import DataError
+from wsss.io.atomic import atomic_path, atomic_write_json
 
 __all__ = [
-    "build_from_architecture",
-    "load_classifier",
+    "CHECKPOINT_DIR",
     "load_state_file",
+    "read_checkpoint",
     "resolve_checkpoint",
-    "save_classifier",
+    "save_checkpoint",
     "save_state_file",
+    "tensors_sha256",
 ]
 
 CHECKPOINT_DIR = "checkpoints"
@@ -43,22 +50,40 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
 
 
-def save_classifier(stem: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) -> Path:
-    """Write ``<stem>.safetensors`` and ``<stem>.json`` atomically; return the weights path.
+def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of ``tensors`` (in sorted name order)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
-    ``meta`` should hold ``classes``, ``config``, ``step``, ``epoch`` and ``metrics``;
-    ``architecture`` is taken from ``model.architecture()`` when the model has it.
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    tensors = _contiguous(tensors)
+    metadata = {"format": "pt", **metadata, "wsss_sha256": tensors_sha256(tensors)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def save_checkpoint(
+    stem: str | os.PathLike, state_dict: Mapping[str, torch.Tensor], meta: Mapping[str, Any]
+) -> Path:
+    """Write ``<stem>.safetensors`` (with checksum) and ``<stem>.json`` atomically.
+
+    Args:
+        stem: Path without suffix.
+        state_dict: The weights.
+        meta: JSON-serialisable metadata (``architecture``, ``classes``, ``config``, ...).
+
+    Returns:
+        The weights path.
     """
     stem = Path(stem)
     meta = dict(meta)
-    if hasattr(model, "architecture"):
-        meta.setdefault("architecture", model.architecture())
-    text = json.dumps(meta, indent=2, sort_keys=False)
     weights = stem.with_suffix(".safetensors")
-    with atomic_path(weights) as tmp:
-        save_file(
-            _contiguous(model.state_dict()), str(tmp), metadata={"format": "pt", "wsss": text}
-        )
+    _save_tensors(weights, dict(state_dict), {"wsss": json.dumps(meta, indent=2)})
     atomic_write_json(stem.with_suffix(".json"), meta)
     return weights
 
@@ -82,21 +107,6 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return path
 
 
-def build_from_architecture(architecture: dict[str, Any]) -> nn.Module:
-    """Rebuild an untrained model from an ``architecture()`` dict (no weights fetched)."""
-    kind = architecture.get("type")
-    if kind == "cam_classifier":
-        from wsss.models.classifier import CAMClassifier
-
-        return CAMClassifier(
-            backbone=architecture["backbone"],
-            num_classes=int(architecture["num_classes"]),
-            output_stride=int(architecture.get("output_stride", 16)),
-            pretrained=False,
-        )
-    raise DataError(f"unknown architecture type {kind!r} in checkpoint metadata")
-
-
 def _read_meta(weights: Path) -> dict[str, Any] | None:
     sidecar = weights.with_suffix(".json")
     if weights.suffix == ".safetensors":
@@ -118,56 +128,45 @@ def _read_meta(weights: Path) -> dict[str, Any] | None:
 def _read_tensors(weights: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:
     try:
         if weights.suffix == ".safetensors":
-            return load_file(str(weights), device=str(map_location))
+            with safe_open(str(weights), framework="pt") as f:
+                expected = (f.metadata() or {}).get("wsss_sha256")
+            state = load_file(str(weights), device=str(map_location))
+            if expected is not None and tensors_sha256(state) != expected:
+                raise DataError(
+                    f"{weights}: checksum mismatch, the file is damaged; restore it or retrain"
+                )
+            return state
         state = torch.load(weights, map_location=map_location, weights_only=True)
+    except DataError:
+        raise
     except Exception as e:
         raise DataError(f"{weights}: cannot read checkpoint ({type(e).__name__}: {e})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DataError(f"{weights}: not a state dict of tensors")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def load_classifier(
-    path: str | os.PathLike,
-    map_location: str | torch.device = "cpu",
-    architecture: dict[str, Any] | None = None,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a trained classifier for inference.
+def read_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], Path]:
+    """The tensors and metadata of a checkpoint, and the weights file they came from.
 
     Args:
         path: Weights file, its JSON, a ``checkpoints/`` folder or a run directory (see
-            :func:`resolve_checkpoint`). Foreign ``.pth`` files are read with
-            ``torch.load(weights_only=True)`` and need a JSON beside them or ``architecture``.
-        map_location: Device of the returned model.
-        architecture: Overrides the architecture recorded with the checkpoint.
-
-    Returns:
-        The model in eval mode on ``map_location`` and the metadata dict (``classes``,
-        ``architecture``, ``config``, ``step``, ``epoch``, ``metrics``; ``{}`` parts missing
-        for foreign files).
+            :func:`resolve_checkpoint`); foreign ``.pth``/``.pt``/``.bin`` files are read with
+            ``torch.load(weights_only=True)`` (never unpickling code).
+        map_location: Device of the tensors.
 
     Raises:
-        DataError: Missing or unreadable file, unknown architecture, or weights that do not
-            fit the architecture.
+        DataError: Missing, unreadable or damaged file (checksum mismatch).
     """
     weights = resolve_checkpoint(path)
     meta = _read_meta(weights) or {}
-    arch = architecture or meta.get("architecture")
-    if arch is None:
-        raise DataError(
-            f"{weights}: no architecture recorded; put a JSON with 'architecture' beside it or "
-            f"pass architecture={{'type': 'cam_classifier', 'backbone': ..., 'num_classes': ...}}"
-        )
-    meta = {**meta, "architecture": arch}
-    model = build_from_architecture(arch)
-    state = _read_tensors(weights, "cpu")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise DataError(f"{weights}: weights do not match architecture {arch}: {e}") from None
-    return model.to(map_location).eval(), meta
+    return _read_tensors(weights, map_location), meta, weights
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,8 +179,7 @@ def save_state_file(
     """Save a training state (tensors + JSON) into ``folder``; older tensor files are removed."""
     folder = Path(folder)
     name = f"state-{int(info['step']):08d}.safetensors"
-    with atomic_path(folder / name) as tmp:
-        save_file(_contiguous(tensors), str(tmp), metadata={"format": "pt"})
+    _save_tensors(folder / name, dict(tensors), {})
     atomic_write_json(folder / STATE_NAME, {**info, "tensors": name})
     for old in folder.glob("state-*.safetensors"):
         if old.name != name:
@@ -199,20 +197,9 @@ def load_state_file(
         return None
     try:
         info = json.loads(index.read_text(encoding="utf-8"))
-        tensors = load_file(str(folder / info["tensors"]))
-    except (json.JSONDecodeError, KeyError, OSError, Exception) as e:
+        tensors = _read_tensors(folder / info["tensors"], "cpu")
+    except DataError as e:
+        raise DataError(f"{index}: unreadable training state ({e})") from None
+    except Exception as e:
         raise DataError(f"{index}: unreadable training state ({type(e).__name__}: {e})") from None
     return tensors, info
-
-
-def load_classifier_for(
-    path: str | os.PathLike, classes: list[str], map_location: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
-    """:func:`load_classifier`, refusing a checkpoint trained on other classes than ``classes``."""
-    model, meta = load_classifier(path, map_location=map_location)
-    trained_on = meta.get("classes")
-    if trained_on is not None and list(trained_on) != list(classes):
-        raise ConfigError(
-            f"{path} was trained on classes {list(trained_on)}, but the dataset has {list(classes)}"
-        )
-    return model, meta

@@ -1,0 +1,1 @@
+"""What only the synthetic benchmark can measure: object parts, prototype make-up."""
