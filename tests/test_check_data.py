@@ -108,9 +108,15 @@ def test_threads_give_the_same_report(voc):
 
 def test_duplicates_and_missing_masks(voc):
     (voc / "ImageSets" / "Segmentation" / "dup.txt").write_text("ok1\nok2\nok1\n")
+    report = check_data(voc, "voc", "dup", progress=False)  # the reader refuses the split
+    assert [(p.file, p.kind) for p in report.problems] == [
+        (str(voc / "ImageSets" / "Segmentation" / "dup.txt"), "duplicate id")
+    ]
+    assert "'ok1'" in report.problems[0].message
+    (voc / "ImageSets" / "Segmentation" / "two.txt").write_text("ok1\nok2\n")
     (voc / "SegmentationClass" / "ok2.png").unlink()
-    report = check_dataset(VOCDataset(voc, "dup"), progress=False)
-    assert [(p.id, p.kind) for p in report.problems] == [("ok1", "duplicate id")]
+    report = check_dataset(VOCDataset(voc, "two"), progress=False)
+    assert report.ok
     assert [(w.id, w.kind) for w in report.warnings] == [("ok2", "missing mask")]
 
 

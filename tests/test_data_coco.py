@@ -169,3 +169,22 @@ def test_bad_inputs(coco):
     ann_file.write_text("{not json")
     with pytest.raises(DataError, match="not a COCO instances file"):
         COCODataset(root, SPLIT)
+
+
+@pytest.mark.parametrize(
+    ("file_names", "message"),
+    [
+        (["a/x.jpg", "b/x.jpg"], r"1 id\(s\) listed more than once .*'x'"),
+        (["../x.jpg", "y.jpg"], r"file_name '\.\./x\.jpg' leaves the image folder"),
+    ],
+)
+def test_file_names_that_collide_or_escape_are_refused(tmp_path, file_names, message):
+    images = [
+        {"id": i, "file_name": name, "height": H, "width": W} for i, name in enumerate(file_names)
+    ]
+    data = {"images": images, "annotations": [], "categories": [{"id": 1, "name": "cat"}]}
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / SPLIT).mkdir()
+    (tmp_path / "annotations" / f"instances_{SPLIT}.json").write_text(json.dumps(data))
+    with pytest.raises(DataError, match=message):
+        COCODataset(tmp_path, SPLIT)

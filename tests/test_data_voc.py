@@ -8,6 +8,7 @@ from PIL import Image
 
 from wsss.data import DATASETS, VOC_CLASSES, Sample, VOCDataset, build_dataset, voc_palette
 from wsss.data.image_io import write_image, write_mask
+from wsss.data.voc import check_ids
 from wsss.errors import ConfigError, DataError
 
 RNG = np.random.default_rng(0)
@@ -211,3 +212,23 @@ def test_build_dataset_registry(voc):
         build_dataset("kitti", root, "val")
     with pytest.raises(ConfigError, match=r"'voc'.*crowd"):
         build_dataset("voc", root, "val", crowd="ignore")
+
+
+def test_check_ids_accepts_plain_names_only(tmp_path):
+    source = tmp_path / "train.txt"
+    plain = ["2007_000032", "a b", "x.y", "ünï", "-a", ".hidden"]
+    assert check_ids(plain, source, "train") == plain
+    for bad in ["", ".", "..", "a/b", "/a", "a\\b", "a\0b"]:
+        with pytest.raises(DataError, match=r"train\.txt: id .* is not a plain file name"):
+            check_ids(["ok", bad], source, "train")
+    with pytest.raises(DataError, match=r"train\.txt: .* more than once in split 'train': 'b'$"):
+        check_ids(["a", "b", "c", "b"], source, "train")
+
+
+def test_list_paths_give_their_stem_and_bom_is_ignored(voc):
+    root, _ = voc
+    path = root / "ImageSets" / "Segmentation" / "aug.txt"
+    path.write_text("\ufeff/JPEGImages/a.jpg /SegmentationClassAug/a.png\nb\n", encoding="utf-8")
+    assert VOCDataset(root, "aug").ids == ["a", "b"]
+    (root / "classes.txt").write_text("\ufeffcat\ndog\n", encoding="utf-8")
+    assert VOCDataset(root, "aug").classes == ["cat", "dog"]

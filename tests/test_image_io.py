@@ -8,6 +8,7 @@ from PIL import Image
 
 from wsss.data.base import voc_palette
 from wsss.data.image_io import decode_rgb_mask, read_image, read_mask, write_image, write_mask
+from wsss.data.voc import image_size
 from wsss.errors import DataError
 
 RNG = np.random.default_rng(0)
@@ -154,3 +155,18 @@ def test_write_image_lossless_formats_round_trip(tmp_path, suffix):
 def test_write_mask_rejects_non_2d(tmp_path):
     with pytest.raises(ValueError, match="H×W"):
         write_mask(tmp_path / "m.png", np.zeros((2, 2, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize(("orientation", "turns"), [(1, 0), (3, 2), (6, -1), (8, 1)])
+def test_exif_orientation_applied_and_image_size_agrees(tmp_path, orientation, turns):
+    stored = np.zeros((8, 16, 3), np.uint8)
+    stored[:4, :4] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "o.jpg"
+    Image.fromarray(stored).save(path, quality=100, exif=exif)
+    image = read_image(path)
+    expected = np.rot90(stored, k=turns)  # np.rot90: counter-clockwise quarter turns
+    assert image.shape == expected.shape
+    np.testing.assert_allclose(image, expected, atol=40)
+    assert image_size(path) == image.shape[:2]

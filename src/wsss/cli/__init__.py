@@ -9,6 +9,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from wsss.errors import WsssError
 
@@ -45,7 +46,8 @@ def main() -> None:
     try:
         app()
     except WsssError as e:
-        err_console.print(f"[bold red]error:[/] {e}")
+        # The message holds user text (paths, class names): no markup, and one line.
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: completed artefacts are kept; rerun to resume")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from wsss.data.check import CheckReport, Problem, check_data
+from wsss.errors import ConfigError, WsssError
 from wsss.io.atomic import atomic_write_json
 
 
@@ -30,15 +34,36 @@ def check_data_command(
 ) -> None:
     """Read every sample of a split and list every problem; exit 1 when there are any."""
     console = Console()
+    if out is not None:
+        _check_output(out)
     report = check_data(data, format, split, workers=workers)
     _print_findings(console, "Problems", report.problems, data, max_rows, "red")
     _print_findings(console, "Warnings", report.warnings, data, max_rows, "yellow")
     _print_summary(console, report)
     if out is not None:
-        atomic_write_json(out, report.to_dict())
-        console.print(f"report written to {out}")
+        try:
+            atomic_write_json(out, report.to_dict())
+        except OSError as e:
+            typer.echo(json.dumps(report.to_dict(), indent=2))  # the result is not lost
+            raise WsssError(
+                f"--out {out}: cannot write the report ({e}); it is printed above instead"
+            ) from None
+        console.print(f"report written to {escape(str(out))}")
     if report.problems or (strict and report.warnings):
         raise typer.Exit(1)
+
+
+def _check_output(out: Path) -> None:
+    """Refuse an output path that cannot be written before the (long) check starts."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; give a file name such as report.json")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # the first existing ancestor, where folders would be made
+    if not parent.is_dir():
+        raise ConfigError(f"--out {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: folder {parent} is not writable")
 
 
 def _print_findings(
@@ -52,7 +77,8 @@ def _print_findings(
     for finding in findings[:max_rows]:
         # The file has its own column; drop it from the front of the message.
         message = finding.message.removeprefix(f"{finding.file}: ")
-        table.add_row(finding.id or "-", finding.kind, _relative(finding.file, root), message)
+        cells = (finding.id or "-", finding.kind, _relative(finding.file, root), message)
+        table.add_row(*map(escape, cells))  # user text, not markup
     console.print(table)
     if len(findings) > max_rows:
         console.print(f"... and {len(findings) - max_rows} more (--max-rows, or --out FILE.json)")
@@ -68,7 +94,7 @@ def _relative(file: str | None, root: Path) -> str:
 
 
 def _print_summary(console: Console, report: CheckReport) -> None:
-    table = Table(title=f"Summary of split {report.split!r}", show_header=False)
+    table = Table(title=escape(f"Summary of split {report.split!r}"), show_header=False)
     table.add_column(style="bold")
     table.add_column()
     rows = {
@@ -83,7 +109,7 @@ def _print_summary(console: Console, report: CheckReport) -> None:
         "images per class": ", ".join(f"{c} {n}" for c, n in report.class_counts.items()) or "-",
     }
     for name, value in rows.items():
-        table.add_row(name, str(value))
+        table.add_row(name, escape(str(value)))
     console.print(table)
     verdict = "[bold green]OK[/]" if report.ok else "[bold red]problems found[/]"
     console.print(verdict)

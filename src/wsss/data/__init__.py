@@ -1,7 +1,7 @@
 """Dataset readers, the synthetic benchmark, transforms and mask/label IO."""
 
 from wsss.data.base import IGNORE_INDEX, Sample, SegmentationDataset, voc_palette
-from wsss.data.check import CheckReport, Problem, check_data, check_dataset
+from wsss.data.check import CheckReport, Problem, check_data, check_dataset, verify_files
 from wsss.data.coco import COCODataset
 from wsss.data.datasets import DATASETS, build_dataset
 from wsss.data.folder import FolderDataset
@@ -25,6 +25,7 @@ __all__ = [
     "decode_rgb_mask",
     "read_image",
     "read_mask",
+    "verify_files",
     "voc_palette",
     "write_image",
     "write_mask",

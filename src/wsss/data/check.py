@@ -16,7 +16,7 @@ from wsss.data.base import IGNORE_INDEX, SegmentationDataset
 from wsss.data.datasets import build_dataset
 from wsss.errors import DataError
 
-__all__ = ["CheckReport", "Problem", "check_data", "check_dataset"]
+__all__ = ["CheckReport", "Problem", "check_data", "check_dataset", "verify_files"]
 
 
 @dataclass(frozen=True)
@@ -239,6 +239,42 @@ def check_dataset(
         report.height_range = (int(heights.min()), int(heights.max()))
         report.width_range = (int(widths.min()), int(widths.max()))
     return report
+
+
+def verify_files(dataset: SegmentationDataset, shown: int = 5) -> None:
+    """Raise one ``DataError`` when ids of ``dataset`` have no image file.
+
+    It only looks the files up (no decoding), so training runs it before starting rather than
+    failing mid-epoch; ``wsss check-data`` reads and checks everything. A reader without an
+    ``image_path`` method (e.g. in memory) passes.
+
+    Args:
+        dataset: The split to verify.
+        shown: How many missing ids the message lists.
+    """
+    image_path = getattr(dataset, "image_path", None)
+    if image_path is None:
+        return
+    missing: list[tuple[str, DataError]] = []
+    for sample_id in dataset.ids:
+        try:
+            path = Path(image_path(sample_id))
+        except DataError as e:
+            missing.append((sample_id, e))
+            continue
+        if not path.is_file():
+            error = DataError(f"{path}: image not found", path=path, kind="missing image")
+            missing.append((sample_id, error))
+    if missing:
+        ids = ", ".join(repr(i) for i, _ in missing[:shown])
+        more = ", ..." if len(missing) > shown else ""
+        first = missing[0][1]
+        raise DataError(
+            f"split {dataset.split!r}: {len(missing)} of {len(dataset)} ids have no image file "
+            f"({ids}{more}); the first: {first} (wsss check-data lists every problem)",
+            path=first.path,
+            kind="missing image",
+        )
 
 
 def check_data(

@@ -13,7 +13,7 @@ from pycocotools.coco import COCO
 
 from wsss.data.base import IGNORE_INDEX, SegmentationDataset
 from wsss.data.image_io import read_image, read_mask, write_mask
-from wsss.data.voc import image_size
+from wsss.data.voc import check_ids, image_size
 from wsss.errors import ConfigError, DataError
 
 __all__ = ["COCODataset"]
@@ -32,7 +32,8 @@ class COCODataset(SegmentationDataset):
 
     Image labels come from the non-crowd annotations only: a class that appears in an image
     only as a crowd region is not labelled, since it has no labelled pixel in the mask either.
-    Images without any labelled class are kept and listed in ``empty_ids``.
+    Images without any labelled class are kept and listed in ``empty_ids``. Ids are the file
+    stems, so two images may not share a stem, and a ``file_name`` may not leave ``{split}/``.
 
     Args:
         root: Folder holding ``{split}/*.jpg`` and ``annotations/instances_{split}.json``.
@@ -80,7 +81,16 @@ class COCODataset(SegmentationDataset):
         self.classes = [str(self.coco.cats[c]["name"]) for c in category_ids]
         self._category_index = {c: i for i, c in enumerate(category_ids)}
         images = sorted(self.coco.imgs.values(), key=lambda img: img["id"])
-        self._images = {Path(img["file_name"]).stem: img for img in images}
+        names = [Path(str(img["file_name"])) for img in images]
+        escaping = [str(name) for name in names if name.is_absolute() or ".." in name.parts]
+        if escaping:
+            raise DataError(
+                f"{self.annotation_file}: file_name {escaping[0]!r} leaves the image folder",
+                path=self.annotation_file,
+                kind="bad id",
+            )
+        stems = check_ids([name.stem for name in names], self.annotation_file, split)
+        self._images = dict(zip(stems, images, strict=True))
         self.ids = list(self._images)
         if not self.ids:
             raise DataError(

@@ -12,6 +12,10 @@ Layout under ``root``::
 ``;`` (names may contain spaces, e.g. ``img_001,dog;traffic light``); an empty ``names`` field
 means no class. A first row ``id,labels`` is read as a header. ``labels.json``:
 ``{"img_001": ["dog", "traffic light"], ...}``.
+
+Text files are read as UTF-8 with or without a byte-order mark (Excel's "CSV UTF-8"). Ids must
+be plain file names (no path separator, not ``.`` or ``..``) and appear once per split. Images
+are read upright: their EXIF orientation is applied.
 """
 
 from __future__ import annotations
@@ -25,7 +29,13 @@ import numpy as np
 
 from wsss.data.base import SegmentationDataset
 from wsss.data.image_io import read_image, read_mask
-from wsss.data.voc import check_mask_size, find_image, names_to_label, read_class_names
+from wsss.data.voc import (
+    check_ids,
+    check_mask_size,
+    find_image,
+    names_to_label,
+    read_class_names,
+)
 from wsss.errors import DataError
 
 __all__ = ["FolderDataset"]
@@ -38,7 +48,7 @@ def read_labels_file(path: Path) -> dict[str, list[str]]:
     if not path.is_file():
         raise DataError(f"{path}: labels file not found", path=path, kind="missing label")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read labels file ({e})", path=path) from e
     if path.suffix.lower() == ".json":
@@ -48,7 +58,7 @@ def read_labels_file(path: Path) -> dict[str, list[str]]:
 
 def _parse_json_labels(text: str, path: Path) -> dict[str, list[str]]:
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=lambda pairs: _unique_keys(pairs, path))
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: invalid JSON ({e})", path=path, kind="bad label") from e
     if not isinstance(data, dict):
@@ -61,6 +71,14 @@ def _parse_json_labels(text: str, path: Path) -> dict[str, list[str]]:
                 kind="bad label",
             )
     return {str(k): [n.strip() for n in v] for k, v in data.items()}
+
+
+def _unique_keys(pairs: list[tuple[str, object]], path: Path) -> dict[str, object]:
+    keys = [key for key, _ in pairs]
+    duplicates = sorted({key for key in keys if keys.count(key) > 1})
+    if duplicates:
+        raise DataError(f"{path}: ids listed twice: {duplicates}", path=path, kind="bad label")
+    return dict(pairs)
 
 
 def _parse_csv_labels(text: str, path: Path) -> dict[str, list[str]]:
@@ -111,8 +129,8 @@ class FolderDataset(SegmentationDataset):
         self._class_index = {name: i for i, name in enumerate(self.classes)}
         if labels is None:
             csv_path = self.root / "labels.csv"
-            labels = csv_path if csv_path.is_file() else self.root / "labels.json"
-        self.labels_file = self.root / labels
+            labels = "labels.csv" if csv_path.is_file() else "labels.json"
+        self.labels_file = self.root / labels  # an absolute ``labels`` replaces the root
         self._names = read_labels_file(self.labels_file)
         self.image_dir = self.root / "images"
         if not self.image_dir.is_dir():
@@ -132,7 +150,7 @@ class FolderDataset(SegmentationDataset):
                     path=self.labels_file,
                     kind="empty split",
                 )
-            return list(self._names)
+            return check_ids(list(self._names), self.labels_file, self.split)
         path = self.root / "splits" / f"{self.split}.txt"
         if not path.is_file():
             raise DataError(
@@ -141,13 +159,13 @@ class FolderDataset(SegmentationDataset):
                 kind="missing split",
             )
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"{path}: cannot read split list ({e})", path=path) from e
         ids = [line.strip() for line in lines if line.strip()]  # ids may contain spaces
         if not ids:
             raise DataError(f"{path}: split {self.split!r} is empty", path=path, kind="empty split")
-        return ids
+        return check_ids(ids, path, self.split)
 
     def image_path(self, sample_id: str) -> Path:
         """The image file of ``sample_id`` (DataError when absent)."""

@@ -1,4 +1,10 @@
-"""Reading images and masks robustly, and writing palette masks atomically."""
+"""Reading images and masks robustly, and writing palette masks atomically.
+
+Images are read upright: an EXIF orientation tag (phone photos) is applied, as every image
+viewer does, so that an image lines up with a mask drawn over it in an annotation tool.
+:func:`wsss.data.voc.image_size` reports the size after orientation too. Masks are index
+maps and are read as stored.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from wsss.data.base import IGNORE_INDEX, voc_palette
 from wsss.errors import DataError
@@ -32,14 +38,32 @@ def _open(path: Path, what: str = "image") -> Image.Image:
     return img
 
 
+_EXIF_ORIENTATION = 0x0112
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # the EXIF orientations that rotate by 90° or 270°
+
+
+def _exif_orientation(img: Image.Image) -> int:
+    try:
+        return int(img.getexif().get(_EXIF_ORIENTATION, 1))
+    except (OSError, SyntaxError, ValueError, TypeError):  # a damaged EXIF block
+        return 1
+
+
+def exif_swaps_axes(img: Image.Image) -> bool:
+    """Whether ``img``'s EXIF orientation swaps its width and height when applied."""
+    return _exif_orientation(img) in _SWAPPING_ORIENTATIONS
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read any image as RGB ``H×W×3`` ``uint8``.
+    """Read any image as RGB ``H×W×3`` ``uint8``, upright (EXIF orientation applied).
 
     Grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images are converted; 16-bit
     values are scaled to 8 bits rather than clipped.
     """
     path = Path(path)
     img = _open(path)
+    if _exif_orientation(img) in range(2, 9):
+        img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float64)
         top = 65535.0 if arr.max(initial=0) > 255 or img.mode.startswith("I;16") else 255.0

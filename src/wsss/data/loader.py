@@ -3,6 +3,10 @@
 :class:`SeededSampler` fixes, per epoch, the order of the samples and one seed per sample; the
 dataset wrapper augments each sample from its own seed. A run therefore sees the same batches
 whatever the number of workers, and a resumed run continues exactly where it stopped.
+
+A :class:`~wsss.errors.WsssError` raised in a loader worker (an unreadable image) travels back
+as a value and is raised again as it was in the main process, without the worker's traceback
+that torch would otherwise wrap around it.
 """
 
 from __future__ import annotations
@@ -13,16 +17,18 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from wsss.data.base import SegmentationDataset
 from wsss.data.transforms import BatchMix
+from wsss.errors import WsssError
 
 __all__ = [
     "Batch",
     "ClassificationDataset",
     "Collate",
     "SeededSampler",
+    "WorkerError",
     "build_train_loader",
     "seed_worker",
 ]
@@ -59,12 +65,20 @@ class Batch:
         return len(self.ids)
 
 
+@dataclass
+class WorkerError:
+    """A user error raised in a loader worker, returned in place of a sample or a batch."""
+
+    error: WsssError
+
+
 class ClassificationDataset(Dataset):
     """Wraps a segmentation dataset for classifier training.
 
     Items are ``dataset[(index, seed)]`` (as produced by :class:`SeededSampler`) or a plain
     index (fresh randomness). Each item is a dict with ``image``, ``label``, ``id``, ``index``,
-    ``seed`` and, with ``with_masks``, ``mask``.
+    ``seed`` and, with ``with_masks``, ``mask``. In a loader worker, a ``WsssError`` is
+    returned as a :class:`WorkerError` (see :func:`build_train_loader`).
 
     Args:
         dataset: The reader.
@@ -85,7 +99,15 @@ class ClassificationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict | WorkerError:
+        try:
+            return self._load(item)
+        except WsssError as e:
+            if get_worker_info() is None:
+                raise
+            return WorkerError(e)
+
+    def _load(self, item: int | tuple[int, int]) -> dict:
         index, seed = item if isinstance(item, tuple) else (item, None)
         sample_id = self.dataset.ids[index]
         image = self.dataset.load_image(sample_id)
@@ -161,7 +183,10 @@ class Collate:
     def __init__(self, mix: BatchMix | None = None) -> None:
         self.mix = mix
 
-    def __call__(self, samples: list[dict]) -> Batch:
+    def __call__(self, samples: list[dict | WorkerError]) -> Batch | WorkerError:
+        for sample in samples:
+            if isinstance(sample, WorkerError):
+                return sample
         images = torch.stack([s["image"] for s in samples])
         labels = torch.stack([s["label"] for s in samples])
         masks = torch.stack([s["mask"] for s in samples]) if "mask" in samples[0] else None
@@ -176,6 +201,16 @@ class Collate:
             indices=torch.tensor([s["index"] for s in samples], dtype=torch.int64),
             masks=masks,
         )
+
+
+class _TrainLoader(DataLoader):
+    """A DataLoader that raises a worker's :class:`WorkerError` as the original error."""
+
+    def __iter__(self) -> Iterator[Batch]:
+        for batch in super().__iter__():
+            if isinstance(batch, WorkerError):
+                raise batch.error
+            yield batch
 
 
 def seed_worker(worker_id: int) -> None:
@@ -193,9 +228,12 @@ def build_train_loader(
     mix: BatchMix | None = None,
     pin_memory: bool = False,
 ) -> DataLoader:
-    """A loader of full batches (``drop_last``) in the sampler's order."""
+    """A loader of full batches (``drop_last``) in the sampler's order.
+
+    A ``WsssError`` raised in a worker is raised again unchanged in the main process.
+    """
     generator = torch.Generator().manual_seed(sampler.seed)
-    return DataLoader(
+    return _TrainLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,

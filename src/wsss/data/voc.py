@@ -9,12 +9,17 @@ Layout under ``root``::
     SegmentationPart/{id}.png         synthetic benchmark only: part codes (wsss.data.parts)
     ImageSets/Segmentation/{split}.txt
     classes.txt                       optional: foreground class names, one a line
+
+Text files (split lists, ``classes.txt``) are read as UTF-8 with or without a byte-order mark.
+Ids must be plain file names (no path separator, not ``.`` or ``..``) and appear once per split.
+Images are read upright: their EXIF orientation is applied (``wsss.data.image_io``).
 """
 
 from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -22,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from wsss.data.base import IGNORE_INDEX, SegmentationDataset
-from wsss.data.image_io import read_image, read_mask
+from wsss.data.image_io import exif_swaps_axes, read_image, read_mask
 from wsss.data.parts import PART_NAMES, PARTS_DIRNAME
 from wsss.errors import DataError
 
@@ -71,10 +76,15 @@ def find_image(directory: Path, sample_id: str, suffixes: Iterable[str] = IMAGE_
 
 
 def image_size(path: Path) -> tuple[int, int] | None:
-    """``(H, W)`` from the image header, or None when unreadable (reported when loaded)."""
+    """``(H, W)`` of the image as read (EXIF orientation applied), from its header alone.
+
+    None when unreadable (reported when loaded).
+    """
     try:
         with Image.open(path) as img:
             width, height = img.size
+            if exif_swaps_axes(img):
+                width, height = height, width
     except (OSError, SyntaxError, ValueError):
         return None
     return height, width
@@ -95,29 +105,44 @@ def check_mask_size(mask: np.ndarray, mask_path: Path, image_path: Path | None) 
 def read_class_names(path: str | os.PathLike) -> list[str]:
     """Foreground class names from a text file, one a line (blank lines skipped)."""
     path = Path(path)
+    if not path.is_file():
+        raise DataError(
+            f"{path}: class list not found (foreground class names, one a line)", path=path
+        )
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read class list ({e})", path=path) from e
-    return validate_classes([line.strip() for line in lines if line.strip()], str(path))
+    return validate_classes([line.strip() for line in lines if line.strip()], str(path), path)
 
 
-def validate_classes(classes: Sequence[str], source: str) -> list[str]:
-    """Check a foreground class list: non-empty, unique, no ``background``, fits in ``uint8``."""
+def validate_classes(classes: Sequence[str], source: str, path: Path | None = None) -> list[str]:
+    """Check a foreground class list: non-empty, unique, no ``background``, fits in ``uint8``.
+
+    ``source`` names the list in errors; ``path`` is the file it came from, if any.
+    """
     classes = [str(c) for c in classes]
     if not classes:
-        raise DataError(f"{source}: the class list is empty", kind="bad class list")
+        raise DataError(f"{source}: the class list is empty", path=path, kind="bad class list")
+    if not all(c.strip() for c in classes):
+        raise DataError(
+            f"{source}: empty class name in {classes}", path=path, kind="bad class list"
+        )
     duplicates = sorted({c for c in classes if classes.count(c) > 1})
     if duplicates:
-        raise DataError(f"{source}: duplicate class names {duplicates}", kind="bad class list")
+        raise DataError(
+            f"{source}: duplicate class names {duplicates}", path=path, kind="bad class list"
+        )
     if "background" in classes:
         raise DataError(
             f"{source}: list foreground classes only ('background' is implicit, index 0)",
+            path=path,
             kind="bad class list",
         )
     if len(classes) >= IGNORE_INDEX:
         raise DataError(
             f"{source}: {len(classes)} classes do not fit in uint8 masks (at most 254)",
+            path=path,
             kind="bad class list",
         )
     return classes
@@ -126,10 +151,11 @@ def validate_classes(classes: Sequence[str], source: str) -> list[str]:
 def read_id_list(path: Path, split: str) -> list[str]:
     """Sample ids of a split list file: the first token of each non-blank line.
 
-    Lines like ``/JPEGImages/x.jpg /SegmentationClassAug/x.png`` give ``x``.
+    Lines like ``/JPEGImages/x.jpg /SegmentationClassAug/x.png`` give ``x``. The ids are
+    checked with :func:`check_ids`.
     """
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read split list ({e})", path=path) from e
     ids = []
@@ -139,6 +165,37 @@ def read_id_list(path: Path, split: str) -> list[str]:
             ids.append(Path(tokens[0]).stem if "/" in tokens[0] else tokens[0])
     if not ids:
         raise DataError(f"{path}: split {split!r} is empty", path=path, kind="empty split")
+    return check_ids(ids, path, split)
+
+
+def check_ids(ids: list[str], source: Path, split: str) -> list[str]:
+    """Return ``ids`` after checking that each is a plain file name listed once.
+
+    Ids become file names (``images/{id}.jpg``, ``{out}/{id}.png``), so an id with a path
+    separator, an empty id, ``.`` or ``..`` would read or write outside its folder.
+
+    Args:
+        ids: The ids of a split.
+        source: The file that lists them (named in errors).
+        split: The split name (named in errors).
+    """
+    for sample_id in ids:
+        if sample_id in ("", ".", "..") or any(c in sample_id for c in "/\\\0"):
+            raise DataError(
+                f"{source}: id {sample_id!r} is not a plain file name (an id names files: "
+                "no folder part, not empty, '.' or '..')",
+                path=source,
+                kind="bad id",
+            )
+    counts = Counter(ids)
+    duplicates = [sample_id for sample_id, n in counts.items() if n > 1]
+    if duplicates:
+        shown = ", ".join(map(repr, duplicates[:10])) + (", ..." if len(duplicates) > 10 else "")
+        raise DataError(
+            f"{source}: {len(duplicates)} id(s) listed more than once in split {split!r}: {shown}",
+            path=source,
+            kind="duplicate id",
+        )
     return ids
 
 

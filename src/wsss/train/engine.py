@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from wsss.config import Config, config_to_dict, dataclass_from_dict, save_resolved
 from wsss.data.base import SegmentationDataset
+from wsss.data.check import verify_files
 from wsss.data.loader import ClassificationDataset, SeededSampler, build_train_loader
 from wsss.data.transforms import BatchMix, TrainTransform
 from wsss.errors import ConfigError, WsssError
@@ -511,11 +512,13 @@ def train(
     dc = config.data
     if dataset is None:
         dataset = _build_dataset(config, dc.split)
+    verify_files(dataset)  # a missing image fails now, not mid-epoch
     if hooks is None:
         hooks = []
         if val_dataset is None and dc.val_split and config.train.val_every:
             val_dataset = _build_dataset(config, dc.val_split)
         if val_dataset is not None and len(val_dataset):
+            verify_files(val_dataset)
             hooks.append(
                 ClassificationValidation(
                     val_dataset, dc.crop_size, config.train.batch_size, progress=progress
