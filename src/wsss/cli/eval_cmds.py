@@ -62,8 +62,7 @@ def eval_command(
 ) -> None:
     """Evaluate class maps or masks of a split against its ground truth (mIoU, FP, FN, P, R).
 
-    With --sweep the result at the fixed --threshold is printed and stored (under "fixed")
-    beside the oracle one (the grid's best on the ground truth, at the top level).
+    With --sweep, the result at the fixed --threshold is shown and stored beside the oracle.
     """
     from wsss.data.datasets import build_dataset
     from wsss.evaluate import evaluate, parse_thresholds, print_result, save_threshold_curve
