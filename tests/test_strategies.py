@@ -426,6 +426,13 @@ def test_noc_norm_layers_are_frozen_like_the_reference(oc_path: Path) -> None:
     assert rest and all(p.requires_grad for p in rest)  # convolutions and head still train
     # The generator's norm layers train.
     assert all(p.requires_grad for p in strategy.model.parameters())
+    # Option: the NOC's γ/β train (running statistics still frozen).
+    trainable = _strategy("pnoc", oc_path, noc_norm_affine="trainable").train()
+    assert all(p.requires_grad for p in trainable.noc.parameters())
+    bns = [m for m in trainable.noc.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert not any(m.training for m in bns)
+    with pytest.raises(ConfigError, match="noc_norm_affine"):
+        _strategy("pnoc", oc_path, noc_norm_affine="loose")
 
 
 @pytest.mark.parametrize(("schedule", "steps"), [("paper", [0, 3, 6]), ("code", [2, 5])])

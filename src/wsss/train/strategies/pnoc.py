@@ -3,7 +3,9 @@
 The generator ``f`` is trained with the P-OC loss, the NOC in place of the frozen OC. The NOC
 starts from the OC checkpoint with its normalisation layers frozen, as the reference builds it:
 BatchNorm on its running statistics and every norm layer's affine γ/β with
-``requires_grad=False`` (so its optimiser leaves them out). The rest of the NOC trains, with
+``requires_grad=False`` (so its optimiser leaves them out; ``noc_norm_affine="trainable"``
+lets γ/β train, as ``wsss`` did before following the reference). The rest of the NOC trains,
+with
 its own optimiser (the four groups, poly schedule, lr × ``lr_alpha_oc``) and AMP scaler.
 Every ``k_noc`` steps it is trained on the hard-erased image ``x̂ = x ⊙ [ψ(A_r) ≤ δ_noc]``
 (ReLU, bilinear upsampling, per-image max normalisation; from the generator's detached maps of
@@ -65,6 +67,8 @@ class PNOCArgs(POCArgs):
         lambda_noc: ``(start, end, fraction)`` of the ramp of the NOC-loss weight λ_noc.
         lr_alpha_oc: The NOC's learning rate is ``train.lr`` times this.
         noc_grad: ``reference`` or ``isolated`` (see the module docstring).
+        noc_norm_affine: ``frozen`` (the reference) or ``trainable``: whether the NOC's norm
+            layers' γ/β train (their running statistics stay frozen either way).
     """
 
     k_noc: int = 1
@@ -74,6 +78,7 @@ class PNOCArgs(POCArgs):
     lambda_noc: tuple[float, float, float] = (0.0, 1.0, 1.0)
     lr_alpha_oc: float = 1.0
     noc_grad: Literal["reference", "isolated"] = "reference"
+    noc_norm_affine: Literal["frozen", "trainable"] = "frozen"
 
 
 @STRATEGIES.register("pnoc")
@@ -97,6 +102,7 @@ class PNOC(POC):
         for name, value, choices in (
             ("noc_schedule", a.noc_schedule, ("paper", "code")),
             ("hard_mask_order", a.hard_mask_order, ("upsample_first", "normalize_first")),
+            ("noc_norm_affine", a.noc_norm_affine, ("frozen", "trainable")),
         ):
             if value not in choices:
                 raise ConfigError(
@@ -107,9 +113,10 @@ class PNOC(POC):
     def build_critic(self) -> None:
         """The NOC: the OC checkpoint's classifier, trainable except its norm layers' γ/β."""
         self.noc = load_ordinary_classifier(self.args.oc, self.classes, "pnoc")
-        for module in self.noc.modules():
-            if isinstance(module, NORM_LAYERS):
-                module.requires_grad_(False)
+        if self.args.noc_norm_affine == "frozen":
+            for module in self.noc.modules():
+                if isinstance(module, NORM_LAYERS):
+                    module.requires_grad_(False)
 
     def freeze_critic(self) -> None:
         """Keep the NOC's BatchNorm layers on their running statistics."""
