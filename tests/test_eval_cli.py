@@ -67,7 +67,11 @@ def test_eval_maps_sweep_writes_curve(voc):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     saved = json.loads(out.read_text())
-    assert saved["oracle"] is True and len(saved["sweep"]) == 19
+    # the P-NOC code's grid, 0.05…0.80 step 0.05
+    assert saved["oracle"] is True and len(saved["sweep"]) == 16
+    assert saved["thresholds"] == pytest.approx(np.arange(0.05, 0.81, 0.05))
+    assert [row["threshold"] for row in saved["sweep"]] == saved["thresholds"]
+    assert "threshold sweep 0.05:0.80:0.05 (16 thresholds)" in result.output
     # maps are 0.8 on their class and 0.1 elsewhere: every threshold in [0.1, 0.8) is perfect
     assert saved["threshold"] == 0.1 and saved["miou"] == 100.0
     # (0.05: background pixels at 0.1 turn into a class; >= 0.8: ties go to background)
@@ -77,14 +81,70 @@ def test_eval_maps_sweep_writes_curve(voc):
     assert (voc / "res" / "maps_curve.png").is_file()
 
 
+def _table_row(output: str, label: str) -> list[str]:
+    """The cells of the first table row of ``output`` that starts with ``label``."""
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if cells[0] == label:
+            return cells[1:]
+    raise AssertionError(f"no row {label!r} in:\n{output}")
+
+
+def test_eval_sweep_reports_the_fixed_threshold_beside_the_oracle(voc):
+    data = ["--data", voc / "voc", "--split", "train", "--maps", voc / "maps"]
+    out = voc / "res" / "sweep.json"
+    result = _run(*data, "--sweep", "--threshold", "0.05", "--out", out)
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    single = voc / "res" / "single.json"
+    assert _run(*data, "--threshold", "0.05", "--out", single).exit_code == 0
+    alone = json.loads(single.read_text())
+    # The fixed entry is the plain evaluation at 0.05; the top level is the oracle at 0.1.
+    fixed = saved["fixed"]
+    assert fixed["threshold"] == 0.05 and fixed["oracle"] is False
+    for key in ("miou", "fp", "fn", "precision", "recall", "head_recall", "per_class"):
+        assert fixed[key] == alone[key], key
+    # at 0.05 the background (0.1 in the maps) is all predicted as a class: IoU 0
+    assert fixed["per_class"]["background"]["iou"] == 0.0 and fixed["miou"] < 50
+    assert saved["oracle"] is True and saved["threshold"] == 0.1 and saved["miou"] == 100.0
+    assert _table_row(result.output, "fixed")[:2] == ["0.05", f"{fixed['miou']:.1f}"]
+    assert _table_row(result.output, "oracle")[:2] == ["0.1", "100.0"]
+    assert "threshold 0.05 (fixed)" in result.output  # per-class table: the honest one
+    # Without --threshold the fixed result is at 0.3.
+    result = _run(*data, "--sweep", "--out", out)
+    assert json.loads(out.read_text())["fixed"]["threshold"] == 0.3
+    assert _table_row(result.output, "fixed")[0] == "0.3"
+
+
+def test_eval_thresholds_option_sets_the_grid(voc):
+    data = ["--data", voc / "voc", "--split", "train", "--maps", voc / "maps"]
+    out = voc / "grid.json"
+    result = _run(*data, "--thresholds", "0.1:0.9:0.2", "--out", out)  # implies --sweep
+    assert result.exit_code == 0, result.output
+    saved = json.loads(out.read_text())
+    assert saved["oracle"] is True
+    assert saved["thresholds"] == pytest.approx([0.1, 0.3, 0.5, 0.7, 0.9])
+    assert [row["threshold"] for row in saved["sweep"]] == saved["thresholds"]
+    assert "threshold sweep 0.10:0.90:0.20 (5 thresholds)" in result.output
+    result = _run(*data, "--thresholds", "0.85,0.1", "--threshold", "0.85", "--out", out)
+    saved = json.loads(out.read_text())
+    assert saved["thresholds"] == [0.1, 0.85] and saved["threshold"] == 0.1
+    assert saved["fixed"]["miou"] < saved["miou"]  # 0.85 is above every map: all background
+    assert "threshold sweep 0.10,0.85 (2 thresholds)" in result.output
+
+
 def test_eval_option_errors(voc):
     data = ["--data", voc / "voc", "--split", "train"]
     result = _run(*data)
     assert isinstance(result.exception, ConfigError) and "exactly one" in str(result.exception)
     result = _run(*data, "--masks", voc / "pred", "--sweep")
     assert isinstance(result.exception, ConfigError)
-    result = _run(*data, "--maps", voc / "maps", "--sweep", "--threshold", "0.3")
+    result = _run(*data, "--masks", voc / "pred", "--thresholds", "0.1,0.2")
     assert isinstance(result.exception, ConfigError)
+    for bad in ("0.1-0.9", "0.9:0.1:0.1", "0.1:0.9:0", "a,b", "0.1,nan"):
+        result = _run(*data, "--maps", voc / "maps", "--thresholds", bad)
+        assert isinstance(result.exception, ConfigError), bad
+        assert "START:STOP:STEP" in str(result.exception), bad
 
 
 def test_console_script_reports_one_line_and_exit_2(voc):

@@ -119,7 +119,23 @@ def test_sweep_rows_equal_single_threshold_runs(tmp_path):
     best = max(result["sweep"], key=lambda r: r["miou"])
     assert result["oracle"] is True and result["threshold"] == best["threshold"]
     assert result["miou"] == best["miou"] and result["head_recall"] == best["head_recall"]
-    assert len(evaluate(ds, maps_dir=tmp_path / "maps", sweep=True, progress=False)["sweep"]) == 19
+    default = evaluate(ds, maps_dir=tmp_path / "maps", sweep=True, progress=False)
+    assert default["thresholds"] == pytest.approx(np.arange(0.05, 0.81, 0.05))  # P-NOC's grid
+    assert [row["threshold"] for row in default["sweep"]] == default["thresholds"]
+
+
+def test_sweep_holds_the_fixed_threshold_result(tmp_path):
+    ds = _make_split(tmp_path, np.random.default_rng(8), with_parts=True)
+    maps = tmp_path / "maps"
+    # 0.33 is not on the grid: it is evaluated for the fixed entry only.
+    result = evaluate(ds, maps_dir=maps, threshold=0.33, sweep=True, progress=False)
+    single = evaluate(ds, maps_dir=maps, threshold=0.33, progress=False)
+    assert result["fixed"] == {k: single[k] for k in result["fixed"]}
+    assert set(result["fixed"]) == set(single) - {"split", "source", "num_images"}
+    assert result["fixed"]["oracle"] is False and result["fixed"]["threshold"] == 0.33
+    assert 0.33 not in [row["threshold"] for row in result["sweep"]]
+    assert len(result["sweep"]) == 16 and result["oracle"] is True
+    assert "fixed" not in single and "sweep" not in single
 
 
 def test_workers_give_the_same_result(tmp_path):
@@ -194,8 +210,13 @@ def test_table_and_curve(tmp_path):
     print_result(result, console)
     text = console.export_text()
     assert "oracle" in text and "dog" in text
-    assert re.search(rf"head_recall +│ +{result['head_recall']:.1f} ", text)
-    assert f"{result['miou']:.1f}" in text
+    fixed = result["fixed"]
+    # diagnostics: one column for the fixed threshold, one for the oracle
+    assert re.search(
+        rf"head_recall +│ +{fixed['head_recall']:.1f} +│ +{result['head_recall']:.1f} ", text
+    )
+    assert re.search(rf"oracle +│ +{result['threshold']:g} +│ +{result['miou']:.1f} ", text)
+    assert re.search(rf"fixed +│ +0.3 +│ +{fixed['miou']:.1f} ", text)
     png = tmp_path / "out" / "curve.png"
     save_threshold_curve(result, png)
     with Image.open(png) as img:

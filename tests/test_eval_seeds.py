@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 
 from wsss.data import parts as codes
-from wsss.errors import DataError
-from wsss.evaluate import ConfusionMatrix, PartCounts, ThresholdSweep, default_thresholds, seed_mask
+from wsss.errors import ConfigError, DataError
+from wsss.evaluate import (
+    ConfusionMatrix,
+    PartCounts,
+    ThresholdSweep,
+    default_thresholds,
+    format_thresholds,
+    parse_thresholds,
+    seed_mask,
+)
 from wsss.io.maps import ClassMaps
 
 
@@ -14,10 +22,25 @@ def _maps(keys, hr):
     return ClassMaps(keys=np.asarray(keys), cam=hr[:, ::4, ::4], hr=hr)
 
 
-def test_default_thresholds():
+def test_default_thresholds_are_the_p_noc_grid():
     t = default_thresholds()
-    assert len(t) == 19 and t[0] == 0.05 and t[-1] == 0.95
+    assert len(t) == 16 and t[0] == 0.05 and t[-1] == 0.80
     np.testing.assert_allclose(np.diff(t), 0.05)
+    assert 0.3 in t  # exactly the float 0.3, so the fixed threshold is one of the grid's
+
+
+def test_parse_and_format_thresholds():
+    np.testing.assert_array_equal(parse_thresholds("0.05:0.80:0.05"), default_thresholds())
+    wide = parse_thresholds("0.05:0.95:0.05")
+    assert len(wide) == 19 and wide[-1] == 0.95
+    np.testing.assert_array_equal(parse_thresholds("0.5, 0.2,0.3"), [0.5, 0.2, 0.3])
+    np.testing.assert_array_equal(parse_thresholds("0.3:0.3:0.1"), [0.3])
+    assert format_thresholds(default_thresholds()) == "0.05:0.80:0.05"
+    assert format_thresholds([0.2, 0.3, 0.5]) == "0.20,0.30,0.50"
+    assert format_thresholds([0.125, 0.25, 0.375]) == "0.125:0.375:0.125"
+    for bad in ("", "0.1:0.5", "0.5:0.1:0.1", "0.1:0.5:-0.1", "x", "0.1,inf"):
+        with pytest.raises(ConfigError, match="START:STOP:STEP"):
+            parse_thresholds(bad)
 
 
 def test_seed_mask_hand_example_and_ties_to_background():
@@ -62,7 +85,7 @@ def test_sweep_equals_single_threshold_evaluations():
     for gt, maps, parts in images:
         sweep.update(gt, maps, parts)
     matrices, part_counts = sweep.matrices(), sweep.part_counts()
-    assert matrices.shape == (19, n, n)
+    assert matrices.shape == (16, n, n)
     for i, t in enumerate(sweep.thresholds):
         cm, pc = ConfusionMatrix(n), PartCounts()
         for gt, maps, parts in images:

@@ -137,6 +137,28 @@ def test_matrix_product_equals_per_prototype_loop(context):
     torch.testing.assert_close(batched[1], fast, atol=1e-5, rtol=1e-5)
 
 
+def test_relu_without_context_differs_from_the_reference_on_signed_features():
+    protos = _random_prototypes()  # class 1 has no context prototype, classes 0 and 3 do
+    g = torch.Generator().manual_seed(2)
+    features = torch.randn(16, 5, 7, generator=g)  # signed, unlike post-ReLU ResNet features
+    classes = [0, 1, 3]
+    assert protos.has_context(classes).tolist() == [True, False, True]
+    assert protos.has_context(classes, context=False).tolist() == [False, False, False]
+    head = protos.head(classes)
+    raw = torch.einsum("kd,dhw->khw", head, F.normalize(features, dim=0))
+    fixed = lpcam_map(features, head)  # default: every row rectified
+    reference = lpcam_map(features, head, protos.has_context(classes))
+    torch.testing.assert_close(fixed, raw.clamp_min(0))
+    torch.testing.assert_close(reference[[0, 2]], fixed[[0, 2]])  # with context: same
+    torch.testing.assert_close(reference[1], raw[1])  # without: FG alone, no ReLU
+    assert (reference[1] < 0).any() and not torch.equal(reference[1], fixed[1])
+    # Non-negative features and prototypes (the reference's setting): the two agree.
+    positive = features.abs()
+    torch.testing.assert_close(
+        lpcam_map(positive, head), lpcam_map(positive, head, protos.has_context(classes))
+    )
+
+
 def test_head_rejects_unknown_class():
     with pytest.raises(ConfigError, match="class index 7"):
         _random_prototypes().head([7])
@@ -385,6 +407,27 @@ def test_maps_are_normalised_drop_in_class_maps(fitted):
     without = lpcam_maps(model, images[1], [1], protos, context=False, amp=False)
     assert len(protos.context[1]) > 0
     assert not np.allclose(with_ctx.hr, without.hr)
+
+
+def test_relu_without_context_option_in_maps(fitted):
+    dataset, model, protos = fitted
+    image = dataset.load_image("img1")
+    g = torch.Generator().manual_seed(0)
+    signs = torch.where(torch.rand(protos.foreground[1].shape, generator=g) < 0.5, -1.0, 1.0)
+    signed = Prototypes(  # class 1: signed class prototypes and no context prototype
+        foreground=[protos.foreground[0], protos.foreground[1] * signs],
+        context=[protos.context[0], protos.context[1][:0]],
+        classes=protos.classes,
+    )
+    kwargs = dict(scales=(1.0,), amp=False)
+    fixed = lpcam_maps(model, image, [0, 1], signed, **kwargs)
+    reference = lpcam_maps(model, image, [0, 1], signed, relu_without_context=False, **kwargs)
+    assert len(signed.context[0]) > 0
+    np.testing.assert_allclose(reference.hr[0], fixed.hr[0], atol=1e-6)  # has context: same
+    # Class 1's cosines with signed prototypes are negative here: rectified, its map is empty;
+    # the reference keeps FG, and its max normalisation flips the all-negative map's sign.
+    assert fixed.hr[1].max() == 0
+    assert not np.allclose(reference.hr[1], fixed.hr[1]) and reference.hr[1].min() > 1
 
 
 def test_runner_writes_lpcam_files(fitted, tmp_path):

@@ -57,10 +57,14 @@ def test_param_groups_partition_parameters() -> None:
     assert ids["new_biases"] == set()
     backbone = dict(model.backbone.named_parameters())
     assert id(backbone["conv1.0.weight"]) in ids["pretrained_weights"]
-    assert id(backbone["conv1.1.weight"]) in ids["pretrained_biases"]  # BN γ
+    assert id(backbone["conv1.1.weight"]) in ids["pretrained_weights"]  # BN γ (reference)
     assert id(backbone["conv1.1.bias"]) in ids["pretrained_biases"]  # BN β
-    assert all(p.ndim == 1 for p in groups["pretrained_biases"])
-    assert all(p.ndim > 1 for p in groups["pretrained_weights"])
+    names = {id(p): n for n, p in backbone.items()}
+    assert all(names[id(p)].endswith(".bias") for p in groups["pretrained_biases"])
+    old = model.param_groups(norm_weight_group="biases")
+    assert id(backbone["conv1.1.weight"]) in {id(p) for p in old["pretrained_biases"]}
+    assert all(p.ndim == 1 for p in old["pretrained_biases"])
+    assert all(p.ndim > 1 for p in old["pretrained_weights"])
 
 
 def test_architecture_rebuilds_the_model() -> None:

@@ -260,13 +260,48 @@ def test_hard_mask_erases_above_threshold_only() -> None:
     assert keep[0, 0].tolist() == [[1, 1], [0, 0]]
     assert keep[1, 0].tolist() == [[1, 1], [0, 0]]
     assert keep[2].min() == 1  # no class: nothing erased
-    # Upsampled: erased pixels are exactly those whose upsampled ψ exceeds δ.
+    # Upsampled: erased pixels are exactly those whose ψ (upsampled, then normalised) exceeds δ.
     maps = torch.randn(2, 3, 4, 4)
     keep = hard_erase_keep(maps, torch.tensor([1, 2]), (8, 8), 0.2)
-    act = F.relu(maps[[0, 1], [1, 2]])[:, None]
-    psi = F.interpolate(act / (act.amax(dim=(2, 3), keepdim=True) + 1e-5), (8, 8), mode="bilinear")
-    assert torch.equal(keep.bool(), psi <= 0.2)
+    up = F.interpolate(F.relu(maps[[0, 1], [1, 2]])[:, None], (8, 8), mode="bilinear")
+    assert torch.equal(keep.bool(), up / (up.amax(dim=(2, 3), keepdim=True) + 1e-5) <= 0.2)
     assert 0 < keep.mean() < 1
+
+
+def test_hard_mask_order_by_hand() -> None:
+    # ReLU([-2, 1, 0]) = [0, 1, 0]; bilinear 1×3 → 1×6 (align_corners=False) samples it at
+    # x = -0.25 (clamped), 0.25, 0.75, 1.25, 1.75, 2.25 (clamped): [0, .25, .75, .75, .25, 0].
+    # The upsampled peak is 0.75, not 1, so the order of the normalisation matters.
+    maps = torch.tensor([-2.0, 1.0, 0.0]).reshape(1, 1, 1, 3)
+    classes = torch.tensor([0])
+    # reference: upsample, then ψ = up / .75 = [0, 1/3, 1, 1, 1/3, 0]; ψ > 0.3 is erased
+    keep = hard_erase_keep(maps, classes, (1, 6), 0.3)
+    assert keep.flatten().tolist() == [1, 0, 0, 0, 0, 1]
+    assert (
+        keep.flatten().tolist()
+        == hard_erase_keep(maps, classes, (1, 6), 0.3, "upsample_first").flatten().tolist()
+    )
+    # option: ψ = [0, 1, 0] / 1, then upsampled: [0, .25, .75, .75, .25, 0]
+    keep = hard_erase_keep(maps, classes, (1, 6), 0.3, "normalize_first")
+    assert keep.flatten().tolist() == [1, 1, 0, 0, 1, 1]
+    with pytest.raises(ValueError, match="order"):
+        hard_erase_keep(maps, classes, (1, 6), 0.3, "sideways")
+
+
+def test_pnoc_hard_mask_order_argument(oc_path: Path) -> None:
+    batch = _batch(2)
+    masks = {}
+    for order in ("upsample_first", "normalize_first"):
+        strategy = _strategy("pnoc", oc_path, hard_mask_order=order).train()
+        maps = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+        classes = torch.tensor([0, 1])
+        strategy._erasing = (maps, classes)
+        masks[order] = strategy.loss("noc", batch, _ctx(1)).logs["erased"]
+        expected = 1 - hard_erase_keep(maps, classes, (32, 32), 0.2, order).mean()
+        assert masks[order] == pytest.approx(expected.item())
+    assert masks["upsample_first"] > masks["normalize_first"]  # the reference erases more
+    with pytest.raises(ConfigError, match="hard_mask_order"):
+        _strategy("pnoc", oc_path, hard_mask_order="sideways")
 
 
 def test_class_specific_erasing_by_hand() -> None:
@@ -363,9 +398,9 @@ def test_noc_keeps_bn_statistics_and_trains_on_hard_erased_images(oc_path: Path)
     strategy = _strategy("pnoc", oc_path).train()
     bns = [m for m in strategy.noc.modules() if isinstance(m, nn.BatchNorm2d)]
     assert bns and all(not m.training for m in bns) and strategy.noc.head.training
-    assert [(p.name, p.module, p.every) for p in strategy.phases()] == [
-        ("generator", "model", 1),
-        ("noc", "noc", 1),
+    assert [(p.name, p.module, p.every, p.offset) for p in strategy.phases()] == [
+        ("generator", "model", 1, 0),
+        ("noc", "noc", 1, 0),
     ]
     stats = [m.running_mean.clone() for m in bns]
     torch.manual_seed(0)
@@ -379,6 +414,37 @@ def test_noc_keeps_bn_statistics_and_trains_on_hard_erased_images(oc_path: Path)
     assert all(torch.equal(m.running_mean, s) for m, s in zip(bns, stats, strict=True))
     with pytest.raises(RuntimeError, match="generator phase"):
         strategy.loss("noc", batch, _ctx(5))
+
+
+def test_noc_norm_layers_are_frozen_like_the_reference(oc_path: Path) -> None:
+    strategy = _strategy("pnoc", oc_path)
+    norms = [m for m in strategy.noc.modules() if isinstance(m, nn.BatchNorm2d)]
+    frozen = {id(p) for m in norms for p in m.parameters()}
+    assert norms and len(frozen) == 2 * len(norms)
+    assert all(not p.requires_grad for m in norms for p in m.parameters())
+    rest = [p for p in strategy.noc.parameters() if id(p) not in frozen]
+    assert rest and all(p.requires_grad for p in rest)  # convolutions and head still train
+    # The generator's norm layers train.
+    assert all(p.requires_grad for p in strategy.model.parameters())
+    # Option: the NOC's γ/β train (running statistics still frozen).
+    trainable = _strategy("pnoc", oc_path, noc_norm_affine="trainable").train()
+    assert all(p.requires_grad for p in trainable.noc.parameters())
+    bns = [m for m in trainable.noc.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert not any(m.training for m in bns)
+    with pytest.raises(ConfigError, match="noc_norm_affine"):
+        _strategy("pnoc", oc_path, noc_norm_affine="loose")
+
+
+@pytest.mark.parametrize(("schedule", "steps"), [("paper", [0, 3, 6]), ("code", [2, 5])])
+def test_noc_schedule(schedule: str, steps: list[int]) -> None:
+    from wsss.train.strategies.base import Phase
+
+    offset = {"paper": 0, "code": 1}[schedule]
+    phase = Phase("noc", "noc", every=3, offset=offset)
+    assert [t for t in range(7) if phase.active(t)] == steps
+    assert phase.num_steps(7) == len(steps)
+    assert all(Phase("x", every=1, offset=offset).active(t) for t in range(7))
+    assert Phase("x", every=1, offset=offset).num_steps(7) == 7
 
 
 # ---------------------------------------------------------------------------------- training
@@ -421,6 +487,53 @@ def test_training_steps_change_the_weights(name: str, oc_path: Path, tmp_path: P
         assert not torch.equal(after["head.weight"], before[n]["head.weight"]), n
         assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
     assert (tmp_path / name / "checkpoints" / "last.safetensors").is_file()
+
+
+@pytest.mark.parametrize(("schedule", "steps"), [("paper", [0, 3, 6]), ("code", [2, 5])])
+def test_noc_steps_per_schedule_in_training(
+    schedule: str, steps: list[int], oc_path: Path, tmp_path: Path
+) -> None:
+    extra = ["train.epochs=4", "train.strategy_args.k_noc=3"]  # 2 steps per epoch
+    trainer = _trainer(
+        tmp_path, "pnoc", oc_path, [*extra, f"train.strategy_args.noc_schedule={schedule}"]
+    )
+    stepped: list[int] = []
+    trainer.optimizers["noc"].register_step_post_hook(lambda *_: stepped.append(trainer.step))
+    trainer.fit(max_steps=7)
+    assert trainer.step == 7 and stepped == steps
+
+
+def test_noc_norm_parameters_stay_bit_identical_in_training(oc_path: Path, tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path, "pnoc", oc_path)
+    noc = trainer.strategy.noc
+    norms = {
+        f"{name}.{k}": p
+        for name, m in noc.named_modules()
+        if isinstance(m, nn.BatchNorm2d)
+        for k, p in m.named_parameters()
+    }
+    before = {k: p.detach().clone() for k, p in norms.items()}
+    head = noc.head.weight.detach().clone()
+    trainer.fit(max_steps=1)
+    assert norms and all(torch.equal(p, before[k]) for k, p in norms.items())
+    assert not torch.equal(noc.head.weight, head)  # the NOC did step
+    in_optimizer = {id(p) for g in trainer.optimizers["noc"].param_groups for p in g["params"]}
+    assert not in_optimizer & {id(p) for p in norms.values()}
+
+
+@pytest.mark.parametrize("option", ["weights", "biases"])
+def test_norm_weight_group_setting_reaches_the_optimisers(
+    option: str, oc_path: Path, tmp_path: Path
+) -> None:
+    trainer = _trainer(tmp_path, "pnoc", oc_path, [f"train.norm_weight_group={option}"])
+    gamma = dict(trainer.strategy.model.backbone.named_parameters())["conv1.1.weight"]  # BN γ
+    groups = {
+        g["name"]: {id(p) for p in g["params"]}
+        for g in trainer.optimizers["generator"].param_groups
+    }
+    assert id(gamma) in groups[f"pretrained_{option}"]
+    with pytest.raises(ConfigError, match="norm_weight_group"):
+        load_config(None, [*TINY, "train.norm_weight_group=norms"])
 
 
 def test_pnoc_resume_equals_uninterrupted(oc_path: Path, tmp_path: Path) -> None:

@@ -32,20 +32,58 @@ def test_four_groups_get_lr_multipliers_and_weight_decay(model: CAMClassifier) -
     assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
+def _ids(group: dict) -> set[int]:
+    return {id(p) for p in group["params"]}
+
+
 def test_generic_module_groups_and_frozen_parameters() -> None:
-    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2, bias=True))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Linear(4, 2, bias=True), nn.LayerNorm(2)
+    )
     net[2].weight.requires_grad_(False)
     groups = param_groups(net, lr=1.0, weight_decay=0.5, multipliers=(1, 3, 10, 20))
     by_name = {g["name"]: g for g in groups}
-    assert {id(p) for p in by_name["pretrained_weights"]["params"]} == {id(net[0].weight)}
-    biases = {id(p) for p in by_name["pretrained_biases"]["params"]}
-    assert biases == {id(net[0].bias), id(net[1].weight), id(net[1].bias), id(net[2].bias)}
+    # Norm scales γ go with the weights (the reference), shifts β with the biases.
+    weights = {id(net[0].weight), id(net[1].weight), id(net[3].weight)}
+    assert _ids(by_name["pretrained_weights"]) == weights
+    biases = {id(net[0].bias), id(net[1].bias), id(net[2].bias), id(net[3].bias)}
+    assert _ids(by_name["pretrained_biases"]) == biases
     assert (
         by_name["pretrained_biases"]["lr"] == 3
         and by_name["pretrained_biases"]["weight_decay"] == 0
     )
+    old = {g["name"]: g for g in param_groups(net, 1.0, 0.5, norm_weight_group="biases")}
+    assert _ids(old["pretrained_weights"]) == {id(net[0].weight)}
+    assert _ids(old["pretrained_biases"]) == biases | {id(net[1].weight), id(net[3].weight)}
     with pytest.raises(ConfigError, match="4 values"):
         param_groups(net, 1.0, 0.0, multipliers=(1, 2))
+    with pytest.raises(ConfigError, match="norm_weight_group"):
+        param_groups(net, 1.0, 0.0, norm_weight_group="norms")
+
+
+@pytest.mark.parametrize("option", [None, "weights", "biases"])
+def test_bn_scale_group_and_one_sgd_step_by_hand(option: str | None) -> None:
+    net = nn.Sequential(nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1)).eval()  # BN on running stats
+    with torch.no_grad():
+        net[0].weight.fill_(2.0)
+        net[0].bias.fill_(0.5)
+    gamma, beta = net[1].weight, net[1].bias  # 1 and 0
+    chosen = {} if option is None else {"norm_weight_group": option}
+    groups = param_groups(net, lr=0.01, weight_decay=0.01, **chosen)
+    option = option or "weights"  # the default follows the reference
+    by_id = {id(p): g["name"] for g in groups for p in g["params"]}
+    expected = "pretrained_weights" if option == "weights" else "pretrained_biases"
+    assert by_id[id(gamma)] == expected and by_id[id(beta)] == "pretrained_biases"
+    opt = build_optimizer(groups, "sgd")
+    # y = γ·(2·1 + 0.5)/√(1 + 1e-5) + β at 4 pixels; the loss Σy gives ∂/∂γ = 10/√(1 + 1e-5)
+    net(torch.ones(1, 1, 2, 2)).sum().backward()
+    grad = 10 / math.sqrt(1 + 1e-5)
+    opt.step()
+    if option == "weights":  # lr 0.01 with weight decay 0.01: γ ← 1 − 0.01·(g + 0.01·1)
+        assert gamma.item() == pytest.approx(1 - 0.01 * (grad + 0.01), abs=1e-6)  # 0.8999
+    else:  # 2·lr, no weight decay: γ ← 1 − 0.02·g
+        assert gamma.item() == pytest.approx(1 - 0.02 * grad, abs=1e-6)  # 0.8000
+    assert beta.item() == pytest.approx(-0.02 * 4, abs=1e-6)  # ∂/∂β = 4, 2·lr, no decay
 
 
 def _lrs(opt: torch.optim.Optimizer) -> list[float]:

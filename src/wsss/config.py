@@ -119,8 +119,11 @@ class TrainConfig:
             the reference code (its effective lr is ``accumulate`` times larger).
         lr: Base learning rate (pretrained weights); see ``lr_multipliers``.
         lr_multipliers: lr factors of the four parameter groups (pretrained weights,
-            pretrained biases and norms, new weights, new biases): 1, 2, 10, 20 in the papers.
-        weight_decay: Weight decay of the weight groups (biases and norms get none).
+            pretrained biases, new weights, new biases): 1, 2, 10, 20 in the papers.
+        weight_decay: Weight decay of the weight groups (biases get none).
+        norm_weight_group: Group of the norm layers' scales γ: ``weights`` (the P-NOC and
+            Puzzle-CAM code: lr, weight decay) or ``biases`` (2·lr, no weight decay; the
+            grouping of ``wsss`` before it followed the reference). Shifts β are biases.
         momentum: SGD momentum (the reference is effectively 0).
         optimizer: ``sgd`` (papers, pretrained backbones) or ``adamw`` (from-scratch demo).
         schedule: ``poly`` (``lr·(1−k/K)^power`` per optimiser step) or ``onecycle``.
@@ -149,6 +152,7 @@ class TrainConfig:
     lr: float = 0.1
     lr_multipliers: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
     weight_decay: float = 1e-4
+    norm_weight_group: Literal["weights", "biases"] = "weights"
     momentum: float = 0.0
     optimizer: Literal["sgd", "adamw"] = "sgd"
     schedule: Literal["poly", "onecycle"] = "poly"

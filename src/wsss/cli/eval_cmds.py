@@ -32,10 +32,21 @@ def eval_command(
     maps: Path | None = typer.Option(None, "--maps", help="Folder of class maps <id>.npz."),
     masks: Path | None = typer.Option(None, "--masks", help="Folder of predicted masks <id>.png."),
     threshold: float | None = typer.Option(
-        None, "--threshold", help="Background threshold for class maps (default 0.3)."
+        None,
+        "--threshold",
+        help="Fixed background threshold for class maps (default 0.3); with --sweep it is "
+        "reported beside the oracle.",
     ),
     sweep: bool = typer.Option(
-        False, "--sweep", help="Try thresholds 0.05…0.95; report the best (an oracle number)."
+        False,
+        "--sweep",
+        help="Also try every threshold of the grid and report the best (an oracle number).",
+    ),
+    thresholds: str | None = typer.Option(
+        None,
+        "--thresholds",
+        help="Sweep grid, START:STOP:STEP or a comma list (default 0.05:0.80:0.05, the "
+        "P-NOC code's); implies --sweep.",
     ),
     out: Path | None = typer.Option(None, "--out", help="Write the result as JSON here."),
     groups: bool = typer.Option(False, "--groups", help="Add the class-group analysis."),
@@ -49,17 +60,22 @@ def eval_command(
     ),
     workers: int = typer.Option(0, "--workers", min=0, help="Worker processes (0: none)."),
 ) -> None:
-    """Evaluate class maps or masks of a split against its ground truth (mIoU, FP, FN, P, R)."""
+    """Evaluate class maps or masks of a split against its ground truth (mIoU, FP, FN, P, R).
+
+    With --sweep, the result at the fixed --threshold is shown and stored beside the oracle.
+    """
     from wsss.data.datasets import build_dataset
-    from wsss.evaluate import evaluate, print_result, save_threshold_curve
+    from wsss.evaluate import evaluate, parse_thresholds, print_result, save_threshold_curve
     from wsss.io.atomic import atomic_write_json
 
     if (maps is None) == (masks is None):
         raise ConfigError("give exactly one of --maps DIR (class maps) or --masks DIR (masks)")
-    if sweep and threshold is not None:
-        raise ConfigError("--threshold and --sweep exclude each other")
-    if masks is not None and (sweep or threshold is not None):
-        raise ConfigError("--threshold/--sweep apply to class maps (--maps), not to --masks")
+    if masks is not None and (sweep or threshold is not None or thresholds is not None):
+        raise ConfigError(
+            "--threshold/--sweep/--thresholds apply to class maps (--maps), not to --masks"
+        )
+    grid = parse_thresholds(thresholds) if thresholds is not None else None
+    sweep = sweep or grid is not None
     user_groups = _read_groups(group_file) if group_file is not None else None
 
     dataset = build_dataset(format, data, split)
@@ -69,6 +85,7 @@ def eval_command(
         masks_dir=masks,
         threshold=0.3 if threshold is None else threshold,
         sweep=sweep,
+        thresholds=grid,
         num_workers=workers,
         groups=user_groups or groups,
         ignore_as_background=ignore_as_background,

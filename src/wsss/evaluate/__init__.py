@@ -6,8 +6,20 @@ from wsss.evaluate.metrics import class_scores, summary_scores
 from wsss.evaluate.parts import PartCounts
 from wsss.evaluate.plots import save_threshold_curve
 from wsss.evaluate.runner import evaluate
-from wsss.evaluate.seeds import ThresholdSweep, default_thresholds, seed_mask
-from wsss.evaluate.tables import diagnostics_table, groups_table, print_result, result_table
+from wsss.evaluate.seeds import (
+    ThresholdSweep,
+    default_thresholds,
+    format_thresholds,
+    parse_thresholds,
+    seed_mask,
+)
+from wsss.evaluate.tables import (
+    diagnostics_table,
+    groups_table,
+    print_result,
+    result_table,
+    sweep_table,
+)
 
 __all__ = [
     "ClassStats",
@@ -19,11 +31,14 @@ __all__ = [
     "default_thresholds",
     "diagnostics_table",
     "evaluate",
+    "format_thresholds",
     "groups_table",
+    "parse_thresholds",
     "pearson",
     "print_result",
     "result_table",
     "save_threshold_curve",
     "seed_mask",
     "summary_scores",
+    "sweep_table",
 ]

@@ -155,6 +155,26 @@ def _scores(matrix: np.ndarray, parts: PartCounts | None) -> dict[str, float | N
     return out
 
 
+def _entry(
+    dataset: SegmentationDataset,
+    matrix: np.ndarray,
+    parts: PartCounts | None,
+    threshold: float | None,
+    oracle: bool,
+) -> dict[str, Any]:
+    """Threshold, oracle flag, summary scores and per-class scores of one confusion matrix."""
+    per_class = class_scores(matrix)
+    return {
+        "threshold": threshold,
+        "oracle": oracle,
+        **_scores(matrix, parts),
+        "per_class": {
+            name: {key: _percent(per_class[key][i]) for key in SCORE_NAMES}
+            for i, name in enumerate(dataset.class_names)
+        },
+    }
+
+
 def evaluate(
     dataset: SegmentationDataset,
     maps_dir: str | os.PathLike | None = None,
@@ -179,10 +199,13 @@ def evaluate(
         dataset: Split with ground-truth masks.
         maps_dir: Folder of class-map files (exclusive with ``masks_dir``).
         masks_dir: Folder of predicted masks.
-        threshold: Background threshold for class maps (the honest, fixed mode).
+        threshold: Background threshold for class maps (the honest, fixed mode). With
+            ``sweep`` its result is reported too, under ``fixed``.
         sweep: Evaluate every threshold of ``thresholds`` and report the best one, flagged
             ``"oracle": True`` since it is chosen on the ground truth.
-        thresholds: Sweep thresholds (with ``sweep=True``); default 0.05…0.95, step 0.05.
+        thresholds: Sweep grid (with ``sweep=True``); default
+            :func:`~wsss.evaluate.seeds.default_thresholds`, 0.05…0.80 step 0.05 like the
+            P-NOC code, so that oracle numbers compare with the papers'.
         num_workers: Worker processes (0: evaluate in this process).
         groups: Add the class-group analysis; a mapping adds user groups (name → classes).
         ignore_as_background: Count 255 in predicted masks as background instead of failing.
@@ -192,8 +215,10 @@ def evaluate(
         A JSON-ready dict, percentages in 0–100: ``split``, ``source``, ``num_images``,
         ``threshold``, ``oracle``, ``miou``, ``fp``, ``fn``, ``precision``, ``recall``,
         ``per_class`` ({name: {iou, fp, fn, precision, recall}}), the part diagnostics when
-        the dataset has them, ``sweep`` (one entry per threshold) with ``sweep=True`` and
-        ``groups`` when asked.
+        the dataset has them, ``groups`` when asked. With ``sweep=True`` the top level is the
+        oracle (best) threshold's result, plus ``thresholds`` (the grid), ``sweep`` (one
+        entry per grid threshold) and ``fixed`` (the result at ``threshold``: ``threshold``,
+        ``oracle`` False, the scores and ``per_class``).
 
     Raises:
         ConfigError: Bad combination of options.
@@ -207,10 +232,14 @@ def evaluate(
         raise ConfigError("thresholds lists the sweep's values: pass sweep=True with it")
     if sweep:
         grid = default_thresholds() if thresholds is None else np.asarray(thresholds, float)
+        grid = grid.reshape(-1)
     else:
-        grid = np.asarray([threshold], dtype=np.float64)
-    if maps_dir is not None and (grid.size == 0 or not np.isfinite(grid).all()):
-        raise ConfigError(f"thresholds must be finite numbers, got {grid.tolist()}")
+        grid = np.zeros(0)
+    if maps_dir is not None and (
+        (sweep and grid.size == 0) or not np.isfinite([*grid, threshold]).all()
+    ):
+        raise ConfigError(f"thresholds must be finite numbers, got {[*grid.tolist(), threshold]}")
+    grid = np.unique(grid)
     source_dir = Path(maps_dir if maps_dir is not None else masks_dir)
     if not source_dir.is_dir():
         raise DataError(f"{source_dir}: prediction folder not found", path=source_dir)
@@ -226,7 +255,7 @@ def evaluate(
         dataset=dataset,
         maps_dir=Path(maps_dir) if maps_dir is not None else None,
         masks_dir=Path(masks_dir) if masks_dir is not None else None,
-        thresholds=grid if maps_dir is not None else None,
+        thresholds=np.unique([*grid, threshold]) if maps_dir is not None else None,
         with_parts=dataset.has_parts,
         with_stats=bool(groups),
         ignore_as_background=ignore_as_background,
@@ -243,38 +272,42 @@ def evaluate(
 
     counts = _accumulate(job, ids, num_workers, progress)
 
-    if counts.sweep is not None:
-        matrices = counts.sweep.matrices()
-        parts = counts.sweep.part_counts() if job.with_parts else [None] * len(matrices)
-        rows = [
-            {"threshold": float(t), **_scores(m, p)}
-            for t, m, p in zip(counts.sweep.thresholds, matrices, parts, strict=True)
-        ]
-        miou = np.array([np.nan if r["miou"] is None else r["miou"] for r in rows])
-        best = int(np.nanargmax(miou)) if np.isfinite(miou).any() else 0
-        matrix, part_counts = matrices[best], parts[best]
-        chosen: float | None = rows[best]["threshold"]
-    else:
-        matrix, part_counts, chosen = counts.confusion.matrix, counts.parts, None
-
-    per_class_scores = class_scores(matrix)
-    result: dict[str, Any] = {
+    header = {
         "split": dataset.split,
         "source": {"type": "maps" if maps_dir is not None else "masks", "path": str(source_dir)},
         "num_images": len(ids),
-        "threshold": chosen,
-        "oracle": bool(sweep),
-        **_scores(matrix, part_counts),
-        "per_class": {
-            name: {key: _percent(per_class_scores[key][i]) for key in SCORE_NAMES}
-            for i, name in enumerate(dataset.class_names)
-        },
     }
-    if sweep:
-        result["sweep"] = rows
+    if counts.sweep is None:
+        result = {**header, **_entry(dataset, counts.confusion.matrix, counts.parts, None, False)}
+        matrix = counts.confusion.matrix
+    else:
+        evaluated = counts.sweep.thresholds
+        matrices = counts.sweep.matrices()
+        parts = counts.sweep.part_counts() if job.with_parts else [None] * len(matrices)
+        fixed_index = int(np.searchsorted(evaluated, threshold))
+        fixed = _entry(dataset, matrices[fixed_index], parts[fixed_index], float(threshold), False)
+        if not sweep:
+            result = {**header, **fixed}
+            matrix = matrices[fixed_index]
+        else:
+            indices = np.searchsorted(evaluated, grid)
+            rows = [
+                {"threshold": float(evaluated[i]), **_scores(matrices[i], parts[i])}
+                for i in indices
+            ]
+            miou = np.array([np.nan if r["miou"] is None else r["miou"] for r in rows])
+            best = int(indices[np.nanargmax(miou) if np.isfinite(miou).any() else 0])
+            matrix = matrices[best]
+            result = {
+                **header,
+                **_entry(dataset, matrix, parts[best], float(evaluated[best]), True),
+                "thresholds": grid.tolist(),
+                "sweep": rows,
+                "fixed": fixed,
+            }
     if groups:
         user_groups = groups if isinstance(groups, Mapping) else None
-        iou = 100.0 * per_class_scores["iou"][1:]
+        iou = 100.0 * class_scores(matrix)["iou"][1:]
         analysis = class_group_analysis(counts.stats, iou, dataset.classes, user_groups)
         result["groups"] = _json_ready(analysis)
     return result

@@ -7,23 +7,71 @@ the reference code, ``t`` is compared in the maps' precision (``float32``).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from wsss.data.base import IGNORE_INDEX
-from wsss.errors import DataError
+from wsss.errors import ConfigError, DataError
 from wsss.evaluate.confusion import ConfusionMatrix
 from wsss.evaluate.parts import CORRECT, FOREGROUND, NUM_PARTS, TOTAL, PartCounts
 from wsss.io.maps import ClassMaps
 
-__all__ = ["ThresholdSweep", "default_thresholds", "seed_mask"]
+__all__ = [
+    "ThresholdSweep",
+    "default_thresholds",
+    "format_thresholds",
+    "parse_thresholds",
+    "seed_mask",
+]
 
 
 def default_thresholds() -> np.ndarray:
-    """Background thresholds 0.05, 0.10, …, 0.95.
+    """Background thresholds 0.05, 0.10, …, 0.80: the P-NOC code's sweep.
 
-    The papers sweep up to 0.80; prototype maps (LPCAM) often peak higher.
+    Oracle numbers are comparable with the papers' only on this grid. Prototype maps (LPCAM)
+    can peak higher; widen the grid explicitly (e.g. ``parse_thresholds("0.05:0.95:0.05")``)
+    and say so when reporting.
     """
-    return np.round(np.arange(0.05, 0.951, 0.05), 2)
+    return np.round(np.arange(0.05, 0.801, 0.05), 2)
+
+
+def parse_thresholds(text: str) -> np.ndarray:
+    """A threshold grid from ``START:STOP:STEP`` (both ends included) or a comma list.
+
+    ``"0.05:0.80:0.05"`` gives 0.05, 0.10, …, 0.80; ``"0.2,0.3,0.5"`` those three values.
+
+    Raises:
+        ConfigError: The text is neither form, or the range is empty.
+    """
+    hint = "expected START:STOP:STEP (e.g. 0.05:0.80:0.05) or a comma list (e.g. 0.2,0.3,0.5)"
+    try:
+        if ":" in text:
+            start, stop, step = (float(v) for v in text.split(":"))
+            if not step > 0 or stop < start:
+                raise ValueError
+            count = math.floor((stop - start) / step + 1e-9) + 1
+            grid = np.round(start + step * np.arange(count), 10)
+        else:
+            grid = np.array([float(v) for v in text.split(",")])
+    except ValueError:
+        raise ConfigError(f"thresholds {text!r}: {hint}") from None
+    if grid.size == 0 or not np.isfinite(grid).all():
+        raise ConfigError(f"thresholds {text!r}: {hint}")
+    return grid
+
+
+def format_thresholds(grid: np.ndarray | list[float]) -> str:
+    """``START:STOP:STEP`` for an evenly spaced grid of 3 or more values, else a comma list."""
+    t = np.asarray(grid, dtype=np.float64)
+
+    def num(v: float) -> str:
+        return f"{v:.2f}" if abs(v - round(v, 2)) < 1e-9 else f"{v:g}"
+
+    steps = np.diff(t)
+    if t.size >= 3 and steps[0] > 0 and np.allclose(steps, steps[0], rtol=0, atol=1e-9):
+        return f"{num(t[0])}:{num(t[-1])}:{num(steps[0])}"
+    return ",".join(num(v) for v in t)
 
 
 def seed_mask(maps: ClassMaps, threshold: float) -> np.ndarray:

@@ -8,8 +8,9 @@ from rich.console import Console
 from rich.table import Table
 
 from wsss.evaluate.parts import PART_METRICS
+from wsss.evaluate.seeds import format_thresholds
 
-__all__ = ["diagnostics_table", "groups_table", "print_result", "result_table"]
+__all__ = ["diagnostics_table", "groups_table", "print_result", "result_table", "sweep_table"]
 
 COLUMNS = (("iou", "IoU"), ("fp", "FP"), ("fn", "FN"), ("precision", "Prec."), ("recall", "Rec."))
 
@@ -23,7 +24,8 @@ def result_table(result: dict[str, Any]) -> Table:
     if result.get("threshold") is None:
         mode = "masks"
     else:
-        mode = f"threshold {result['threshold']:g}" + (" (oracle)" if result.get("oracle") else "")
+        kind = " (oracle)" if result.get("oracle") else " (fixed)" if result.get("sweep") else ""
+        mode = f"threshold {result['threshold']:g}{kind}"
     table = Table(
         title=f"{result.get('split', '')} · {result.get('num_images', '?')} images · {mode}",
         caption="mIoU averages all classes incl. background; FP/FN/Prec./Rec. averages "
@@ -40,14 +42,50 @@ def result_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def _columns(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``(header, scores)`` of the fixed and oracle results of a sweep, else of the result."""
+    fixed = result.get("fixed")
+    if fixed is None:
+        return [("%", result)]
+    return [
+        (f"fixed {fixed['threshold']:g}", fixed),
+        (f"oracle {result['threshold']:g}", result),
+    ]
+
+
+def sweep_table(result: dict[str, Any]) -> Table:
+    """The sweep's grid, and the mean scores at the fixed threshold and at the oracle one."""
+    grid = result.get("thresholds") or [row["threshold"] for row in result["sweep"]]
+    table = Table(
+        title=f"threshold sweep {format_thresholds(grid)} ({len(grid)} thresholds)",
+        caption="oracle = the grid's best threshold on the ground truth (an upper bound); "
+        "fixed = the honest result",
+    )
+    for header in ("", "threshold", "mIoU", *(header for _, header in COLUMNS[1:])):
+        table.add_column(header, justify="left" if not header else "right")
+    rows = [("oracle", result)]
+    if "fixed" in result:
+        rows.insert(0, ("fixed", result["fixed"]))
+    for label, r in rows:
+        means = [r["miou"], *(r[key] for key, _ in COLUMNS[1:])]
+        table.add_row(label, f"{r['threshold']:g}", *(_fmt(v) for v in means))
+    return table
+
+
 def diagnostics_table(result: dict[str, Any]) -> Table:
-    """The synthetic benchmark's part diagnostics (recall on parts, false-positive rates)."""
+    """The synthetic benchmark's part diagnostics (recall on parts, false-positive rates).
+
+    With a sweep result that holds a ``fixed`` entry, one column each for the fixed and the
+    oracle threshold.
+    """
+    columns = _columns(result)
     table = Table(title="part diagnostics (%)")
     table.add_column("diagnostic")
-    table.add_column("%", justify="right")
+    for header, _ in columns:
+        table.add_column(header, justify="right")
     for name in PART_METRICS:
         if name in result:
-            table.add_row(name, _fmt(result[name]))
+            table.add_row(name, *(_fmt(scores.get(name)) for _, scores in columns))
     return table
 
 
@@ -74,9 +112,16 @@ def groups_table(result: dict[str, Any]) -> Table:
 
 
 def print_result(result: dict[str, Any], console: Console | None = None) -> None:
-    """Print :func:`result_table`, then the diagnostics and groups tables when present."""
+    """Print :func:`result_table`, then the sweep, diagnostics and groups tables when present.
+
+    For a sweep with a ``fixed`` entry the per-class table is the fixed threshold's (the
+    honest result); :func:`sweep_table` puts it beside the oracle row.
+    """
     console = console or Console()
-    console.print(result_table(result))
+    fixed = result.get("fixed")
+    console.print(result_table({**result, **fixed} if fixed else result))
+    if result.get("sweep"):
+        console.print(sweep_table(result))
     if any(name in result for name in PART_METRICS):
         console.print(diagnostics_table(result))
     if "groups" in result:

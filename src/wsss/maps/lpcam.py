@@ -10,11 +10,12 @@ class prototypes (the best one when none passes), context centres with
 Maps (:func:`lpcam_maps_batch`, registered as map methods ``lpcam`` and ``lpcam_f``): per
 TTA scale, ``g = F(x) + hflip(F(hflip x))`` and :func:`lpcam_map` gives
 ``ReLU(mean_q cos(g, q) − mean_b cos(g, b))`` over class prototypes ``q`` and context
-prototypes ``b``; scales are aggregated and max-normalised exactly as CAM maps. The mean of
-cosines with unit prototypes is linear in the unit-normalised feature ``ĝ``, so both means fold
-into one ``K×D`` matrix
-(:meth:`Prototypes.head`: block-averaging matrix times the stacked unit prototypes of all
-requested classes) and every class of an image costs one matrix product with ``ĝ``.
+prototypes ``b`` (a class without context prototypes gets ``ReLU(mean_q cos(g, q))``, see
+:func:`lpcam_map` on that ReLU); scales are aggregated and max-normalised exactly as CAM
+maps. The mean of cosines with unit prototypes is linear in the unit-normalised feature ``ĝ``,
+so both means fold into one ``K×D`` matrix (:meth:`Prototypes.head`: block-averaging matrix
+times the stacked unit prototypes of all requested classes) and every class of an image costs
+one matrix product with ``ĝ``.
 """
 
 from __future__ import annotations
@@ -210,6 +211,16 @@ class Prototypes:
         averaging[torch.tensor(rows), torch.arange(len(rows))] = torch.tensor(values)
         return averaging @ F.normalize(torch.cat(blocks), dim=1)
 
+    def has_context(self, class_indices: Sequence[int], context: bool = True) -> Tensor:
+        """Which rows of :meth:`head` subtract a context term (``bool``, one per class)."""
+        return torch.tensor(
+            [
+                context and len(self.foreground[n]) > 0 and len(self.context[n]) > 0
+                for n in class_indices
+            ],
+            dtype=torch.bool,
+        )
+
 
 def class_scores(centers: Tensor, weights: Tensor) -> Tensor:
     """The classifier as evaluator: ``softmax over classes of centres · Wᵀ``.
@@ -279,20 +290,33 @@ def select_prototypes(
     )
 
 
-def lpcam_map(features: Tensor, head: Tensor) -> Tensor:
+def lpcam_map(features: Tensor, head: Tensor, rectify: Tensor | None = None) -> Tensor:
     """``ReLU(head · ĝ)`` at every position: the LPCAM (or LPCAM-F) maps before normalisation.
+
+    The LPCAM code applies the ReLU only to ``FG − BG``, i.e. to classes with context
+    prototypes, and leaves ``FG`` alone for the others (METHODS.md §5 is ambiguous on this).
+    ``wsss`` rectifies every row by default, a deliberate fix: a map is a non-negative score,
+    and an all-negative one would flip sign under the max normalisation. With the
+    reference's post-ReLU ResNet features and prototypes every cosine is non-negative and
+    the two agree; they differ for signed features or prototypes (e.g. other backbones).
+    ``rectify`` chooses the rows; :func:`lpcam_maps_batch` passes the reference's choice
+    (:meth:`Prototypes.has_context`) with ``relu_without_context=False``.
 
     Args:
         features: ``D×h×w`` or ``N×D×h×w`` features (for TTA, the sum of the features of an
             image and of its un-flipped flip).
         head: ``K×D`` matrix from :meth:`Prototypes.head`.
+        rectify: ``K`` booleans, the rows to pass through the ReLU; None: every row.
 
     Returns:
-        ``K×h×w`` (or ``N×K×h×w``) non-negative maps.
+        ``K×h×w`` (or ``N×K×h×w``) maps, non-negative where rectified.
     """
     unit = F.normalize(features.float(), dim=-3)
     head = head.to(device=unit.device, dtype=unit.dtype)
-    return torch.relu(torch.einsum("kd,...dhw->...khw", head, unit))
+    maps = torch.einsum("kd,...dhw->...khw", head, unit)
+    if rectify is None:
+        return torch.relu(maps)
+    return torch.where(rectify.to(maps.device)[:, None, None], torch.relu(maps), maps)
 
 
 def prototype_composition(prototypes: Prototypes) -> list[dict[str, Any]]:
@@ -703,6 +727,7 @@ def lpcam_maps_batch(
     device: torch.device | str | None = None,
     amp: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    relu_without_context: bool = True,
 ) -> list[ClassMaps]:
     """LPCAM (or, with ``context=False``, LPCAM-F) maps of several images, like CAM maps.
 
@@ -718,6 +743,10 @@ def lpcam_maps_batch(
         device: Where the model runs; default its current device.
         amp: Autocast the backbone on CUDA (similarities are computed in float32).
         max_pixels: Cap on input pixels per forward pass.
+        relu_without_context: Also rectify classes without context prototypes (and every
+            class of LPCAM-F); False follows the LPCAM code, which rectifies only
+            ``FG − BG`` (see :func:`lpcam_map`; its maps can then be negative, and an
+            all-negative one comes out sign-flipped from the max normalisation, as there).
 
     Returns:
         One :class:`ClassMaps` per image: keys = class index + 1, channels max-normalised.
@@ -747,10 +776,11 @@ def lpcam_maps_batch(
 
     def make_pass(union: list[int]) -> tuple[Callable, Callable]:
         head = prototypes.head(union, context=context).to(device)
+        rectify = None if relu_without_context else prototypes.has_context(union, context)
 
         def merge(a: Tensor, b: Tensor) -> Tensor:
             # Features of the image and of its flip are summed before the cosine.
-            return lpcam_map(a + b, head)
+            return lpcam_map(a + b, head, rectify)
 
         return features, merge
 

@@ -4,12 +4,54 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
 from wsss.models.backbone import backbone_channels, create_backbone
 from wsss.models.registry import MODELS
+
+NORM_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,  # BatchNorm*, SyncBatchNorm, InstanceNorm*
+    nn.GroupNorm,
+    nn.LayerNorm,
+    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
+)
+
+
+def split_parameters(
+    module: nn.Module, norm_weight_group: Literal["weights", "biases"] = "weights"
+) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Trainable parameters of ``module`` split into weights (decayed) and biases (not).
+
+    Biases and the shifts (β) of normalisation layers are biases. Their scales (γ) go with the
+    weights when ``norm_weight_group`` is ``weights`` (the P-NOC and Puzzle-CAM code, which
+    group by name) or with the biases when ``biases``. Any other parameter is a bias when it
+    is 1-D, a weight otherwise.
+
+    Returns:
+        ``(weights, biases)`` in :meth:`~torch.nn.Module.parameters` order.
+    """
+    if norm_weight_group not in ("weights", "biases"):
+        raise ValueError(
+            f"norm_weight_group must be 'weights' or 'biases', got {norm_weight_group!r}"
+        )
+    weights: list[nn.Parameter] = []
+    biases: list[nn.Parameter] = []
+    seen: set[int] = set()
+    for m in module.modules():
+        is_norm = isinstance(m, NORM_LAYERS)
+        for name, p in m.named_parameters(recurse=False):
+            if id(p) in seen or not p.requires_grad:
+                continue
+            seen.add(id(p))
+            if is_norm and name == "weight":
+                is_bias = norm_weight_group == "biases"
+            else:
+                is_bias = name == "bias" or p.ndim <= 1
+            (biases if is_bias else weights).append(p)
+    return weights, biases
 
 
 @dataclass
@@ -85,26 +127,22 @@ class CAMClassifier(nn.Module):
         """Parameters not covered by pretrained weights (the class head)."""
         return list(self.head.parameters())
 
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """The four groups of METHODS.md §1.
+    def param_groups(
+        self, norm_weight_group: Literal["weights", "biases"] = "weights"
+    ) -> dict[str, list[nn.Parameter]]:
+        """The four groups of METHODS.md §1, trainable parameters only.
 
-        ``pretrained_weights`` and ``pretrained_biases`` (biases and norm parameters) of the
-        backbone, ``new_weights`` and ``new_biases`` of the head. When the backbone is not
-        pretrained its parameters still go into the ``pretrained_*`` groups (same lr
-        multipliers), so schedules are comparable across runs.
+        ``pretrained_weights`` and ``pretrained_biases`` of the backbone, ``new_weights`` and
+        ``new_biases`` of the head, split by :func:`split_parameters`: norm scales γ go with
+        the weights by default (the reference code), with the biases for
+        ``norm_weight_group="biases"``. When the backbone is not pretrained its parameters
+        still go into the ``pretrained_*`` groups (same lr multipliers), so schedules are
+        comparable across runs.
         """
-        groups: dict[str, list[nn.Parameter]] = {
-            "pretrained_weights": [],
-            "pretrained_biases": [],
-            "new_weights": [],
-            "new_biases": [],
-        }
+        groups: dict[str, list[nn.Parameter]] = {}
         for prefix, module in (("pretrained", self.backbone), ("new", self.head)):
-            for name, p in module.named_parameters():
-                if not p.requires_grad:
-                    continue
-                is_bias = p.ndim <= 1 or name.endswith(".bias")
-                groups[f"{prefix}_{'biases' if is_bias else 'weights'}"].append(p)
+            weights, biases = split_parameters(module, norm_weight_group)
+            groups[f"{prefix}_weights"], groups[f"{prefix}_biases"] = weights, biases
         return groups
 
     def architecture(self) -> dict:

@@ -179,7 +179,11 @@ class Trainer:
         for phase in self.phases:
             module = getattr(self.strategy, phase.module)
             groups = param_groups(
-                module, tc.lr * phase.lr_scale, tc.weight_decay, tc.lr_multipliers
+                module,
+                tc.lr * phase.lr_scale,
+                tc.weight_decay,
+                tc.lr_multipliers,
+                tc.norm_weight_group,
             )
             opt = build_optimizer(groups, tc.optimizer, tc.momentum)
             self.optimizers[phase.name] = opt

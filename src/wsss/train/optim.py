@@ -1,7 +1,9 @@
 """Optimisers over the four parameter groups and their learning-rate schedules (METHODS.md §1).
 
-Groups (P-NOC code): pretrained weights (lr, wd); pretrained biases and norm parameters
-(2·lr, wd 0); new weights, i.e. the class head (10·lr, wd); new biases (20·lr, wd 0).
+Groups (P-NOC and Puzzle-CAM code): pretrained weights and norm scales γ (lr, wd); pretrained
+biases and norm shifts β (2·lr, wd 0); new weights, i.e. the class head (10·lr, wd); new biases
+(20·lr, wd 0). ``norm_weight_group="biases"`` (setting ``train.norm_weight_group``) moves γ to
+the bias group instead (2·lr, wd 0), as ``wsss`` did before following the reference.
 Schedules advance once per optimiser step: ``poly`` is ``lr·(1 − k/K)^power``; ``onecycle`` is
 torch's :class:`~torch.optim.lr_scheduler.OneCycleLR` peaking at each group's lr.
 """
@@ -9,11 +11,13 @@ torch's :class:`~torch.optim.lr_scheduler.OneCycleLR` peaking at each group's lr
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 from torch import nn
 
 from wsss.errors import ConfigError
+from wsss.models.classifier import split_parameters
 
 __all__ = [
     "GROUP_NAMES",
@@ -37,23 +41,34 @@ def param_groups(
     lr: float,
     weight_decay: float,
     multipliers: Sequence[float] = (1.0, 2.0, 10.0, 20.0),
+    norm_weight_group: Literal["weights", "biases"] = "weights",
 ) -> list[dict]:
     """Optimiser parameter groups with the lr multipliers and weight-decay rule above.
 
-    Uses ``model.param_groups()`` (a dict of the four named lists) when the model defines it;
-    otherwise every parameter is "pretrained" and split into weights and biases/norms by
-    dimensionality. Frozen parameters and empty groups are left out; each group keeps its
-    ``name``.
+    Uses ``model.param_groups(norm_weight_group=...)`` (a dict of the four named lists) when
+    the model defines it; otherwise every parameter is "pretrained" and split by
+    :func:`~wsss.models.classifier.split_parameters`. Frozen parameters and empty groups are
+    left out; each group keeps its ``name``.
+
+    Args:
+        model: The module to optimise.
+        lr: Base learning rate.
+        weight_decay: Weight decay of the two weight groups.
+        multipliers: lr factors of the four groups, in :data:`GROUP_NAMES` order.
+        norm_weight_group: Where norm scales γ go: ``weights`` (the reference code: lr, wd)
+            or ``biases`` (2·lr, no weight decay).
     """
     if len(multipliers) != 4:
         raise ConfigError(f"train.lr_multipliers needs 4 values, got {list(multipliers)}")
+    if norm_weight_group not in ("weights", "biases"):
+        raise ConfigError(
+            f"train.norm_weight_group must be 'weights' or 'biases', got {norm_weight_group!r}"
+        )
     if hasattr(model, "param_groups") and callable(model.param_groups):
-        named = model.param_groups()
+        named = model.param_groups(norm_weight_group=norm_weight_group)
     else:
-        named = {name: [] for name in GROUP_NAMES}
-        for p in model.parameters():
-            if p.requires_grad:
-                named["pretrained_biases" if p.ndim <= 1 else "pretrained_weights"].append(p)
+        weights, biases = split_parameters(model, norm_weight_group)
+        named = {"pretrained_weights": weights, "pretrained_biases": biases}
     groups = []
     for name, mult in zip(GROUP_NAMES, multipliers, strict=True):
         params = [p for p in named.get(name, []) if p.requires_grad]

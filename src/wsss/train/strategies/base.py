@@ -18,11 +18,12 @@ Construction
     Module creation must be deterministic (the engine seeds torch before constructing).
 
 Optimisers (:meth:`phases`)
-    One :class:`Phase` per optimiser: ``Phase(name, module, lr_scale=1.0, every=1)``. The
-    engine builds, for each phase, an optimiser over the four parameter groups of
-    ``getattr(self, module).param_groups()`` (lr ``train.lr · lr_scale``), its own schedule
-    over the phase's own number of optimiser steps ``ceil(T / every)``, and its own AMP
-    gradient scaler. A phase is active at steps ``t`` with ``t % every == 0``.
+    One :class:`Phase` per optimiser: ``Phase(name, module, lr_scale=1.0, every=1,
+    offset=0)``. The engine builds, for each phase, an optimiser over the four parameter
+    groups of ``getattr(self, module)`` (:func:`wsss.train.optim.param_groups`, lr
+    ``train.lr · lr_scale``; frozen parameters are left out), its own schedule over the
+    phase's own number of optimiser steps (:meth:`Phase.num_steps`), and its own AMP gradient
+    scaler. A phase is active at steps ``t`` with ``(t + offset) % every == 0``.
 
 One optimiser step ``t`` (``0 ≤ t < T``)
     For each of the ``accumulate`` micro-batches, for each active phase in declared order, the
@@ -63,7 +64,6 @@ Inputs
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -86,21 +86,24 @@ class Phase:
         name: Phase name, passed to :meth:`Strategy.loss` and used in logs and checkpoints.
         module: Attribute name of the submodule this phase's optimiser trains.
         lr_scale: Multiplies ``train.lr`` for this optimiser.
-        every: The phase runs at steps ``t`` with ``t % every == 0``.
+        every: The phase runs at steps ``t`` with ``(t + offset) % every == 0``.
+        offset: Shifts the phase's steps: 0 runs it at ``t = 0, every, 2·every, …``;
+            1 at ``t = every − 1, 2·every − 1, …`` (at the end of each window of ``every``).
     """
 
     name: str
     module: str = "model"
     lr_scale: float = 1.0
     every: int = 1
+    offset: int = 0
 
     def active(self, step: int) -> bool:
         """Whether the phase runs at optimiser step ``step``."""
-        return step % self.every == 0
+        return (step + self.offset) % self.every == 0
 
     def num_steps(self, total_steps: int) -> int:
         """Optimiser steps of this phase in a run of ``total_steps`` steps."""
-        return math.ceil(total_steps / self.every)
+        return len(range((-self.offset) % self.every, total_steps, self.every))
 
 
 @dataclass

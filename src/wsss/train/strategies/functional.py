@@ -157,20 +157,33 @@ def soft_erase_mask(
 
 
 def hard_erase_keep(
-    maps: torch.Tensor, classes: torch.Tensor, size: tuple[int, int], threshold: float
+    maps: torch.Tensor,
+    classes: torch.Tensor,
+    size: tuple[int, int],
+    threshold: float,
+    order: Literal["upsample_first", "normalize_first"] = "upsample_first",
 ) -> torch.Tensor:
-    """P-NOC's keep mask ``[ψ(A_r) ≤ δ]``, with ψ normalised per image, then upsampled.
+    """P-NOC's keep mask ``[ψ(A_r) ≤ δ]`` with ψ normalised by each image's maximum.
 
     Args:
         maps: ``B×C×h×w`` raw maps (detach them: the mask is not differentiable).
         classes: ``(B,)`` class to erase per image (``-1``: keep the whole image).
         size: Image size ``(H, W)``.
         threshold: δ; pixels with ``ψ > δ`` are erased.
+        order: ``upsample_first`` (the reference code, like :func:`soft_erase_mask`): ReLU,
+            bilinear upsampling to ``size``, then division by the maximum;
+            ``normalize_first``: ReLU, division by the maximum of the small map, then
+            upsampling (``wsss`` before it followed the reference; erases slightly less).
 
     Returns:
         ``B×1×H×W`` float mask, 1 where the image is kept, 0 where it is erased.
     """
-    activation = F.relu(_select(maps, classes))
-    psi = activation / (activation.amax(dim=(2, 3), keepdim=True) + EPS)
-    psi = F.interpolate(psi, size=size, mode="bilinear", align_corners=False)
+    if order not in ("upsample_first", "normalize_first"):
+        raise ValueError(f"order must be 'upsample_first' or 'normalize_first', got {order!r}")
+    psi = F.relu(_select(maps, classes))
+    if order == "upsample_first":
+        psi = F.interpolate(psi, size=size, mode="bilinear", align_corners=False)
+    psi = psi / (psi.amax(dim=(2, 3), keepdim=True) + EPS)
+    if order == "normalize_first":
+        psi = F.interpolate(psi, size=size, mode="bilinear", align_corners=False)
     return (psi <= threshold).to(maps.dtype)
