@@ -21,7 +21,8 @@ from wsss.evaluate.groups import ClassStats, class_group_analysis
 from wsss.evaluate.metrics import SCORE_NAMES, class_scores, summary_scores
 from wsss.evaluate.parts import PartCounts
 from wsss.evaluate.seeds import ThresholdSweep, default_thresholds
-from wsss.io.maps import load_class_maps
+from wsss.io.maps import MapStore, load_class_maps
+from wsss.io.masks import MaskStore
 
 __all__ = ["evaluate"]
 
@@ -37,12 +38,13 @@ class _Job:
     with_parts: bool
     with_stats: bool
     ignore_as_background: bool
+    labelled_maps: bool = True  # the maps hold a channel for every labelled class
 
     def prediction_path(self, sample_id: str) -> Path:
         if self.maps_dir is not None:
-            return self.maps_dir / f"{sample_id}.npz"
+            return MapStore(self.maps_dir).path(sample_id)
         assert self.masks_dir is not None
-        return self.masks_dir / f"{sample_id}.png"
+        return MaskStore(self.masks_dir).path(sample_id)
 
 
 @dataclass
@@ -91,7 +93,15 @@ def _count_one(job: _Job, counts: _Counts, sample_id: str) -> None:
     path = job.prediction_path(sample_id)
     try:
         if counts.sweep is not None:
-            counts.sweep.update(gt, load_class_maps(path), parts)
+            labelled = np.flatnonzero(dataset.load_label(sample_id) >= 0.5) + 1
+            maps = load_class_maps(path, expected_keys=labelled if job.labelled_maps else None)
+            if maps.keys.size and (maps.keys.min() < 1 or maps.keys.max() > dataset.num_classes):
+                raise DataError(
+                    f"class keys {maps.keys.tolist()} outside 1..{dataset.num_classes} "
+                    f"(the dataset's classes)",
+                    kind="bad maps",
+                )
+            counts.sweep.update(gt, maps, parts)
         else:
             pred = read_mask(path, num_classes=dataset.num_classes, palette=dataset.palette)
             if pred.shape != gt.shape:
@@ -260,6 +270,10 @@ def evaluate(
         with_stats=bool(groups),
         ignore_as_background=ignore_as_background,
     )
+    if maps_dir is not None:
+        # Maps of the classes a model predicted need not cover every labelled class.
+        record = MapStore(maps_dir).manifest() or {}
+        job.labelled_maps = record.get("classes", "gt") != "predicted"
     missing = [p for p in map(job.prediction_path, ids) if not p.is_file()]
     if missing:
         shown = ", ".join(str(p) for p in missing[:5])
