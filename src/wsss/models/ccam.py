@@ -76,6 +76,7 @@ class CCAM(nn.Module):
         channels = backbone_channels(self.backbone)
         self.feature_dim = channels[-1] + channels[-2]
         self.head = nn.Conv2d(self.feature_dim, 1, kernel_size=3, padding=1, bias=False)
+        nn.init.kaiming_normal_(self.head.weight)  # as P-NOC; BN follows, so scale is moot
         self.head_bn = nn.BatchNorm2d(1)
         # +1: ℓ is the saliency logit; −1: the partition came out inverted.
         self.register_buffer("direction", torch.ones(()))
