@@ -17,11 +17,11 @@ from wsss.data.base import IGNORE_INDEX, SegmentationDataset
 from wsss.data.image_io import read_mask
 from wsss.errors import ConfigError, DataError
 from wsss.evaluate.confusion import ConfusionMatrix
+from wsss.evaluate.foreign import load_maps, maps_suffix
 from wsss.evaluate.groups import ClassStats, class_group_analysis
 from wsss.evaluate.metrics import SCORE_NAMES, class_scores, summary_scores
 from wsss.evaluate.parts import PartCounts
 from wsss.evaluate.seeds import ThresholdSweep, default_thresholds
-from wsss.io.maps import load_class_maps
 
 __all__ = ["evaluate"]
 
@@ -37,10 +37,11 @@ class _Job:
     with_parts: bool
     with_stats: bool
     ignore_as_background: bool
+    maps_format: str = "wsss"
 
     def prediction_path(self, sample_id: str) -> Path:
         if self.maps_dir is not None:
-            return self.maps_dir / f"{sample_id}.npz"
+            return self.maps_dir / f"{sample_id}{maps_suffix(self.maps_format)}"
         assert self.masks_dir is not None
         return self.masks_dir / f"{sample_id}.png"
 
@@ -91,7 +92,7 @@ def _count_one(job: _Job, counts: _Counts, sample_id: str) -> None:
     path = job.prediction_path(sample_id)
     try:
         if counts.sweep is not None:
-            counts.sweep.update(gt, load_class_maps(path), parts)
+            counts.sweep.update(gt, load_maps(path, job.maps_format), parts)
         else:
             pred = read_mask(path, num_classes=dataset.num_classes, palette=dataset.palette)
             if pred.shape != gt.shape:
@@ -166,6 +167,7 @@ def evaluate(
     groups: bool | Mapping[str, Sequence[str]] = False,
     ignore_as_background: bool = False,
     progress: bool = True,
+    maps_format: str = "wsss",
 ) -> dict[str, Any]:
     """Evaluate the predictions for every image of ``dataset`` against its ground truth.
 
@@ -187,6 +189,9 @@ def evaluate(
         groups: Add the class-group analysis; a mapping adds user groups (name → classes).
         ignore_as_background: Count 255 in predicted masks as background instead of failing.
         progress: Show a progress bar.
+        maps_format: Format of the class-map files: ``wsss`` (``<id>.npz``), or the
+            ``<id>.npy`` of the reference code, ``irn`` (IRN, LPCAM) or ``puzzle``
+            (Puzzle-CAM, P-NOC); see :mod:`wsss.evaluate.foreign`.
 
     Returns:
         A JSON-ready dict, percentages in 0–100: ``split``, ``source``, ``num_images``,
@@ -201,6 +206,7 @@ def evaluate(
     """
     if (maps_dir is None) == (masks_dir is None):
         raise ConfigError("give exactly one of maps_dir (class maps) and masks_dir (masks)")
+    maps_suffix(maps_format)
     if masks_dir is not None and (sweep or thresholds is not None):
         raise ConfigError("a threshold sweep needs class maps (maps_dir), not masks")
     if thresholds is not None and not sweep:
@@ -230,6 +236,7 @@ def evaluate(
         with_parts=dataset.has_parts,
         with_stats=bool(groups),
         ignore_as_background=ignore_as_background,
+        maps_format=maps_format,
     )
     missing = [p for p in map(job.prediction_path, ids) if not p.is_file()]
     if missing:
