@@ -85,13 +85,6 @@ def cam_classifier_from_timm(
     if num_classes is None:
         num_classes = int(weight.shape[0])
     model = CAMClassifier(backbone, num_classes=num_classes, output_stride=output_stride)
-    expected = (num_classes, model.feature_dim)
-    if weight.ndim not in (2, 4) or tuple(weight.shape[:2]) != expected:
-        raise ConfigError(
-            f"{weights}: classifier {key!r} has shape {tuple(weight.shape)}, but a "
-            f"{backbone} CAM head for {num_classes} classes needs {expected}; to use only the "
-            "backbone, pass the file as the backbone weights (model.weights)"
-        )
     match = load_backbone_weights(model.backbone, state)
     between = [k for k in match.unused if k not in (key, bias_key)]
     if between:
@@ -101,6 +94,13 @@ def cam_classifier_from_timm(
             "classifier cannot become a CAM head (CAM needs a linear classifier on the pooled "
             "last stage, as in ResNets); pass the file as the backbone weights (model.weights) "
             "and train the head"
+        )
+    expected = (num_classes, model.feature_dim)
+    if weight.ndim not in (2, 4) or weight[0, 0].numel() != 1 or weight.shape[:2] != expected:
+        raise ConfigError(
+            f"{weights}: classifier {key!r} has shape {tuple(weight.shape)}, but a "
+            f"{backbone} CAM head for {num_classes} classes needs {expected}; to use only the "
+            "backbone, pass the file as the backbone weights (model.weights)"
         )
     with torch.no_grad():
         model.head.weight.copy_(weight.reshape(model.head.weight.shape))
