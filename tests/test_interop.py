@@ -119,10 +119,12 @@ def test_timm_checkpoint_errors(tmp_path: Path, timm_classifier: torch.nn.Module
     torch.save(backbone_only, tmp_path / "no_head.pth")
     with pytest.raises(ConfigError, match="no classifier weights"):
         cam_classifier_from_timm(tmp_path / "no_head.pth", "resnet10t")
-    # ConvNeXt normalises the pooled features before its fc: not a CAM head.
-    torch.save(timm.create_model("convnext_atto", num_classes=3).state_dict(), tmp_path / "c.pth")
-    with pytest.raises(ConfigError, match=r"head\.norm\.weight"):
-        cam_classifier_from_timm(tmp_path / "c.pth", "convnext_atto")
+    # ConvNeXt normalises the pooled features before its fc, EfficientNet adds a 1×1 conv and a
+    # BN after its last stage: neither classifier is a CAM head.
+    for name, layer in (("convnext_atto", r"head\.norm\.weight"), ("efficientnet_b0", "conv_head")):
+        torch.save(timm.create_model(name, num_classes=3).state_dict(), tmp_path / "c.pth")
+        with pytest.raises(ConfigError, match=f"layers between its last stage.*{layer}"):
+            cam_classifier_from_timm(tmp_path / "c.pth", name)
 
 
 # the reference code's map files -------------------------------------------------------------

@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 from wsss.errors import ConfigError, OfflineError
 from wsss.models import CAMClassifier, create_backbone, load_backbone_weights, save_model
+from wsss.models.backbone import stage_module
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -169,6 +170,7 @@ def test_flattened_stage_names_map_to_the_timm_model() -> None:
     """ConvNeXt's features_only wrapper renames ``stages.0`` to ``stages_0``."""
     state = _randomised_state("convnext_atto")
     backbone = create_backbone("convnext_atto")
+    assert stage_module(backbone) is backbone.stages_3  # timm names it "stages.3"
     match = load_backbone_weights(backbone, state)
     assert match.coverage == 1.0 and match.unused == [
         "head.norm.weight",

@@ -196,7 +196,7 @@ def load_backbone_weights(
         shapes = f", {len(wrong_shape)} more by name with another shape" if wrong_shape else ""
         raise ConfigError(
             f"backbone weights {where}: only {result.matched} of the backbone's {result.total} "
-            f"tensors match by name and shape{shapes} ({len(state)} tensors in the file, e.g. "
+            f"tensors match by name and shape{shapes} ({len(state)} in the file, e.g. "
             f"{', '.join(list(state)[:3])}); is it a checkpoint of another architecture? Use "
             "weights of the same timm model (model.backbone), or drop model.weights"
         )
