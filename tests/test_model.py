@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 from wsss.errors import ConfigError, OfflineError
-from wsss.models import CAMClassifier
+from wsss.models import CAMClassifier, create_backbone, load_backbone_weights, save_model
+from wsss.models.backbone import stage_module
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -115,3 +116,83 @@ def test_missing_weights_file_is_a_config_error(tmp_path: Path) -> None:
 def test_unknown_backbone_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="not a timm model"):
         CAMClassifier("resnet_does_not_exist", num_classes=3)
+
+
+def _randomised_state(name: str) -> dict[str, torch.Tensor]:
+    source = timm.create_model(name, pretrained=False)
+    with torch.no_grad():
+        for p in source.parameters():
+            p.uniform_(-1, 1)
+    return {k: v.contiguous() for k, v in source.state_dict().items()}
+
+
+def test_weights_matching_nothing_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.safetensors"
+    save_file({"encoder.blocks.0.weight": torch.zeros(3, 3), "fc.weight": torch.zeros(2, 4)}, path)
+    with pytest.raises(ConfigError) as info:
+        CAMClassifier("resnet10t", num_classes=3, weights=str(path))
+    message = str(info.value)
+    total = sum(
+        not k.endswith("num_batches_tracked") for k in create_backbone("resnet10t").state_dict()
+    )
+    assert str(path) in message and f"only 0 of the backbone's {total} tensors" in message
+
+
+def test_weights_covering_half_the_backbone_load_with_a_warning(tmp_path: Path) -> None:
+    state = _randomised_state("resnet10t")
+    names = [k for k in create_backbone("resnet10t").state_dict() if "num_batches" not in k]
+    kept = names[: int(0.6 * len(names))]
+    save_file({k: state[k] for k in kept}, tmp_path / "most.safetensors")
+    with pytest.warns(UserWarning, match=f"{len(names) - len(kept)} of {len(names)} backbone"):
+        model = CAMClassifier("resnet10t", num_classes=3, weights=tmp_path / "most.safetensors")
+    mine = model.backbone.state_dict()
+    torch.testing.assert_close(mine[kept[-1]], state[kept[-1]], rtol=0, atol=0)
+    left_out = [k for k in names[len(kept) :] if k.endswith("conv2.weight")][-1]
+    assert not torch.equal(mine[left_out], state[left_out])  # not in the file: initialised
+
+    few = names[: int(0.4 * len(names))]
+    save_file({k: state[k] for k in few}, tmp_path / "few.safetensors")
+    with pytest.raises(ConfigError, match=f"only {len(few)} of"):
+        CAMClassifier("resnet10t", num_classes=3, weights=tmp_path / "few.safetensors")
+
+
+def test_a_wsss_checkpoint_gives_its_backbone(tmp_path: Path) -> None:
+    trained = CAMClassifier("resnet10t", num_classes=4)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.uniform_(-1, 1)
+    path = save_model(tmp_path / "ckpt" / "last", trained, {"classes": list("abcd")})
+    model = CAMClassifier("resnet10t", num_classes=2, weights=path)  # a new head, 2 classes
+    for key, value in trained.backbone.state_dict().items():
+        torch.testing.assert_close(model.backbone.state_dict()[key], value, rtol=0, atol=0)
+    match = load_backbone_weights(create_backbone("resnet10t"), path)
+    assert match.prefix == "backbone." and match.coverage == 1.0
+    assert match.unused == ["head.weight"]
+
+
+def test_flattened_stage_names_map_to_the_timm_model() -> None:
+    """ConvNeXt's features_only wrapper renames ``stages.0`` to ``stages_0``."""
+    state = _randomised_state("convnext_atto")
+    backbone = create_backbone("convnext_atto")
+    assert stage_module(backbone) is backbone.stages_3  # timm names it "stages.3"
+    match = load_backbone_weights(backbone, state)
+    assert match.coverage == 1.0 and match.unused == [
+        "head.norm.weight",
+        "head.norm.bias",
+        "head.fc.weight",
+        "head.fc.bias",
+    ]
+    torch.testing.assert_close(
+        backbone.state_dict()["stages_3.blocks.1.conv_dw.weight"],
+        state["stages.3.blocks.1.conv_dw.weight"],
+        rtol=0,
+        atol=0,
+    )
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "swin_tiny_patch4_window7_224"])
+def test_transformer_backbones_are_a_clear_config_error(name: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        CAMClassifier(name, num_classes=3)
+    message = str(info.value)
+    assert name in message and "convolutional" in message and "resnet50" in message

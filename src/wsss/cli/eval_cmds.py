@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -25,12 +26,28 @@ def _read_groups(path: Path) -> dict[str, list[str]]:
     return {str(k): v for k, v in groups.items()}
 
 
+class MapsFormat(str, Enum):
+    """Formats of class-map files (see wsss.evaluate.foreign)."""
+
+    wsss = "wsss"
+    irn = "irn"
+    puzzle = "puzzle"
+
+
 def eval_command(
     data: Path = typer.Option(..., "--data", help="Dataset root."),
     format: str = typer.Option("voc", "--format", help="Dataset format (voc, coco, folder)."),
     split: str = typer.Option(..., "--split", help="Split with ground-truth masks."),
     maps: Path | None = typer.Option(None, "--maps", help="Folder of class maps <id>.npz."),
     masks: Path | None = typer.Option(None, "--masks", help="Folder of predicted masks <id>.png."),
+    maps_format: MapsFormat = typer.Option(
+        MapsFormat.wsss,
+        "--maps-format",
+        help="Format of the --maps files: wsss (<id>.npz), irn (<id>.npy of IRN and LPCAM: "
+        "keys, cam, high_res) or puzzle (<id>.npy of Puzzle-CAM and P-NOC: keys, cam, hr_cam). "
+        "A .npy of a dict is a pickle: it is read with an unpickler that only rebuilds arrays "
+        "and tensors, and anything else is refused.",
+    ),
     threshold: float | None = typer.Option(
         None,
         "--threshold",
@@ -70,6 +87,8 @@ def eval_command(
 
     if (maps is None) == (masks is None):
         raise ConfigError("give exactly one of --maps DIR (class maps) or --masks DIR (masks)")
+    if masks is not None and maps_format is not MapsFormat.wsss:
+        raise ConfigError("--maps-format applies to class maps (--maps), not to --masks")
     if masks is not None and (sweep or threshold is not None or thresholds is not None):
         raise ConfigError(
             "--threshold/--sweep/--thresholds apply to class maps (--maps), not to --masks"
@@ -89,6 +108,7 @@ def eval_command(
         num_workers=workers,
         groups=user_groups or groups,
         ignore_as_background=ignore_as_background,
+        maps_format=maps_format.value,
     )
     print_result(result)
     if out is not None:

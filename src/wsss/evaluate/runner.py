@@ -17,11 +17,12 @@ from wsss.data.base import IGNORE_INDEX, SegmentationDataset
 from wsss.data.image_io import read_mask
 from wsss.errors import ConfigError, DataError
 from wsss.evaluate.confusion import ConfusionMatrix
+from wsss.evaluate.foreign import load_maps, maps_suffix
 from wsss.evaluate.groups import ClassStats, class_group_analysis
 from wsss.evaluate.metrics import SCORE_NAMES, class_scores, summary_scores
 from wsss.evaluate.parts import PartCounts
 from wsss.evaluate.seeds import ThresholdSweep, default_thresholds
-from wsss.io.maps import MapStore, load_class_maps
+from wsss.io.maps import MapStore, check_sample_id
 from wsss.io.masks import MaskStore
 
 __all__ = ["evaluate"]
@@ -38,11 +39,12 @@ class _Job:
     with_parts: bool
     with_stats: bool
     ignore_as_background: bool
+    maps_format: str = "wsss"
     labelled_maps: bool = True  # the maps hold a channel for every labelled class
 
     def prediction_path(self, sample_id: str) -> Path:
         if self.maps_dir is not None:
-            return MapStore(self.maps_dir).path(sample_id)
+            return self.maps_dir / f"{check_sample_id(sample_id)}{maps_suffix(self.maps_format)}"
         assert self.masks_dir is not None
         return MaskStore(self.masks_dir).path(sample_id)
 
@@ -94,7 +96,8 @@ def _count_one(job: _Job, counts: _Counts, sample_id: str) -> None:
     try:
         if counts.sweep is not None:
             labelled = np.flatnonzero(dataset.load_label(sample_id) >= 0.5) + 1
-            maps = load_class_maps(path, expected_keys=labelled if job.labelled_maps else None)
+            expected = labelled if job.labelled_maps else None
+            maps = load_maps(path, job.maps_format, expected_keys=expected)
             if maps.keys.size and (maps.keys.min() < 1 or maps.keys.max() > dataset.num_classes):
                 raise DataError(
                     f"class keys {maps.keys.tolist()} outside 1..{dataset.num_classes} "
@@ -196,6 +199,7 @@ def evaluate(
     groups: bool | Mapping[str, Sequence[str]] = False,
     ignore_as_background: bool = False,
     progress: bool = True,
+    maps_format: str = "wsss",
 ) -> dict[str, Any]:
     """Evaluate the predictions for every image of ``dataset`` against its ground truth.
 
@@ -220,6 +224,9 @@ def evaluate(
         groups: Add the class-group analysis; a mapping adds user groups (name → classes).
         ignore_as_background: Count 255 in predicted masks as background instead of failing.
         progress: Show a progress bar.
+        maps_format: Format of the class-map files: ``wsss`` (``<id>.npz``), or the
+            ``<id>.npy`` of the reference code, ``irn`` (IRN, LPCAM) or ``puzzle``
+            (Puzzle-CAM, P-NOC); see :mod:`wsss.evaluate.foreign`.
 
     Returns:
         A JSON-ready dict, percentages in 0–100: ``split``, ``source``, ``num_images``,
@@ -236,6 +243,7 @@ def evaluate(
     """
     if (maps_dir is None) == (masks_dir is None):
         raise ConfigError("give exactly one of maps_dir (class maps) and masks_dir (masks)")
+    maps_suffix(maps_format)
     if masks_dir is not None and (sweep or thresholds is not None):
         raise ConfigError("a threshold sweep needs class maps (maps_dir), not masks")
     if thresholds is not None and not sweep:
@@ -269,6 +277,7 @@ def evaluate(
         with_parts=dataset.has_parts,
         with_stats=bool(groups),
         ignore_as_background=ignore_as_background,
+        maps_format=maps_format,
     )
     if maps_dir is not None:
         # Maps of the classes a model predicted need not cover every labelled class.

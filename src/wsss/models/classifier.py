@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from wsss.models.backbone import backbone_channels, create_backbone
+from wsss.models.backbone import backbone_channels, create_backbone, stage_module
 from wsss.models.registry import MODELS
 
 NORM_LAYERS: tuple[type[nn.Module], ...] = (
@@ -71,6 +71,21 @@ class CAMOutput:
     stages: list[torch.Tensor] | None = None
 
 
+class LogitsModel(nn.Module):
+    """A view of a :class:`CAMClassifier` whose forward returns the logits tensor only.
+
+    For tools that expect ``model(x)`` to be a ``B×C`` tensor (pytorch-grad-cam, torchmetrics,
+    ONNX export). Shares the classifier's parameters and mode.
+    """
+
+    def __init__(self, model: CAMClassifier) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).logits
+
+
 @MODELS.register("cam_classifier")
 class CAMClassifier(nn.Module):
     """Multi-label classifier whose head doubles as a class-activation-map generator.
@@ -83,7 +98,9 @@ class CAMClassifier(nn.Module):
         num_classes: Number of foreground classes C.
         output_stride: 16 (default) or 8.
         pretrained: ImageNet weights via timm (needs the network).
-        weights: Local backbone weights file; implies pretrained.
+        weights: Local backbone weights file (a timm model's state dict or a wsss checkpoint,
+            whose backbone is used); implies pretrained. Refused when it covers less than
+            half of the backbone's tensors (see :func:`~wsss.models.load_backbone_weights`).
     """
 
     def __init__(
@@ -122,6 +139,20 @@ class CAMClassifier(nn.Module):
             features=features if with_features else None,
             stages=stages if with_stages else None,
         )
+
+    def as_logits(self) -> LogitsModel:
+        """This classifier as a module returning the ``B×C`` logits tensor.
+
+        ``model(x)`` returns a :class:`CAMOutput`; tools that expect a tensor take this view
+        instead, e.g. pytorch-grad-cam::
+
+            cam = GradCAM(model=model.as_logits(), target_layers=[model.last_stage()])
+        """
+        return LogitsModel(self)
+
+    def last_stage(self) -> nn.Module:
+        """The backbone module producing the features the head reads (``layer4`` of a ResNet)."""
+        return stage_module(self.backbone, -1)
 
     def new_parameters(self) -> list[nn.Parameter]:
         """Parameters not covered by pretrained weights (the class head)."""
