@@ -130,7 +130,7 @@ def test_bad_optimiser_or_schedule(model: CAMClassifier) -> None:
     opt = build_optimizer(groups, "sgd", momentum=0.9)
     assert opt.param_groups[0]["momentum"] == 0.9
     with pytest.raises(ConfigError, match=r"train\.schedule"):
-        build_scheduler(opt, "cosine", 10)
+        build_scheduler(opt, "exponential", 10)
     with pytest.raises(ConfigError, match="no optimiser steps"):
         build_scheduler(opt, "poly", 0)
 
