@@ -70,6 +70,9 @@ class Trainer:
         progress: Progress bars on a terminal; False prints plain lines instead.
         val_dataset: Validation split; adds the task's own validation hooks for it.
 
+    The trainer holds the run directory's lock from construction until :meth:`fit` returns
+    (or :meth:`close`).
+
     Raises:
         ConfigError: Unknown task, strategy or task argument, inconsistent settings, or a run
             directory in use by another training.
@@ -201,6 +204,10 @@ class Trainer:
     def _release(self) -> None:
         if self.lock is not None:
             self.lock.release()
+
+    def close(self) -> None:
+        """Release the run directory without training (:meth:`fit` releases it itself)."""
+        self._release()
 
     # ------------------------------------------------------------------------------ loop
 

@@ -97,6 +97,7 @@ from wsss.data.loader import ClassificationDataset, Collate
 from wsss.data.transforms import BatchMix, TrainTransform
 from wsss.errors import ConfigError
 from wsss.registry import Registry
+from wsss.train.validation import ValidationHook
 
 __all__ = ["TASKS", "LossOutput", "NoArgs", "Phase", "StepContext", "Task"]
 
@@ -261,7 +262,9 @@ class Task(nn.Module):
 
     # ------------------------------------------------------------------------- validation, export
 
-    def validation_hooks(self, dataset: SegmentationDataset, progress: bool = True) -> list:
+    def validation_hooks(
+        self, dataset: SegmentationDataset, progress: bool = True
+    ) -> list[ValidationHook]:
         """Validation hooks on the split ``dataset`` (default: none)."""
         return []
 

@@ -21,7 +21,7 @@ from wsss.models.classifier import CAMClassifier
 from wsss.registry import Registry
 from wsss.train.losses import multilabel_soft_margin
 from wsss.train.tasks.base import TASKS, Task
-from wsss.train.validation import ClassificationValidation
+from wsss.train.validation import ClassificationValidation, ValidationHook
 
 __all__ = ["STRATEGIES", "CAMTask"]
 
@@ -76,7 +76,9 @@ class CAMTask(Task):
         """``ℓ(z, LS_ε(y))`` with ε = ``train.label_smoothing``."""
         return multilabel_soft_margin(logits, labels, self.config.train.label_smoothing)
 
-    def validation_hooks(self, dataset: SegmentationDataset, progress: bool = True) -> list:
+    def validation_hooks(
+        self, dataset: SegmentationDataset, progress: bool = True
+    ) -> list[ValidationHook]:
         """Multi-label classification metrics (``val/loss``, ``val/map``, ``val/f1``, …)."""
         return [
             ClassificationValidation(
