@@ -40,7 +40,7 @@ from wsss.data.parts import BODY_FAR, BODY_NEAR, HEAD
 from wsss.data.transforms import normalize, to_tensor
 from wsss.io.atomic import atomic_write_json
 from wsss.models import load_model
-from wsss.train.strategies.functional import merge, tile
+from wsss.train.tasks.cam.functional import merge, tile
 
 CROP, LONG = 96, 104
 MIN_TILE_COVER = 0.05

@@ -19,7 +19,7 @@ from wsss.models import save_model
 from wsss.models.classifier import CAMClassifier, CAMOutput
 from wsss.train.engine import Trainer
 from wsss.train.strategies import STRATEGIES, StepContext
-from wsss.train.strategies.functional import (
+from wsss.train.tasks.cam.functional import (
     hard_erase_keep,
     merge,
     reconstruction_loss,
@@ -28,9 +28,9 @@ from wsss.train.strategies.functional import (
     soft_erase_mask,
     tile,
 )
-from wsss.train.strategies.occse import OCCSEArgs, class_specific_erasing
-from wsss.train.strategies.pnoc import PNOCArgs
-from wsss.train.strategies.puzzle import PuzzleArgs, puzzle_terms
+from wsss.train.tasks.cam.occse import OCCSEArgs, class_specific_erasing
+from wsss.train.tasks.cam.pnoc import PNOCArgs
+from wsss.train.tasks.cam.puzzle import PuzzleArgs, puzzle_terms
 
 CLASSES = ["a", "b", "c"]
 TINY = [
@@ -437,7 +437,7 @@ def test_noc_norm_layers_are_frozen_like_the_reference(oc_path: Path) -> None:
 
 @pytest.mark.parametrize(("schedule", "steps"), [("paper", [0, 3, 6]), ("code", [2, 5])])
 def test_noc_schedule(schedule: str, steps: list[int]) -> None:
-    from wsss.train.strategies.base import Phase
+    from wsss.train.tasks.base import Phase
 
     offset = {"paper": 0, "code": 1}[schedule]
     phase = Phase("noc", "noc", every=3, offset=offset)

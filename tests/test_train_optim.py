@@ -11,7 +11,13 @@ from torch import nn
 from wsss.errors import ConfigError
 from wsss.models import CAMClassifier
 from wsss.train.losses import multilabel_soft_margin, smooth_labels
-from wsss.train.optim import build_optimizer, build_scheduler, param_groups, poly_factor
+from wsss.train.optim import (
+    build_optimizer,
+    build_scheduler,
+    cosine_factor,
+    param_groups,
+    poly_factor,
+)
 
 
 @pytest.fixture(scope="module")
@@ -130,9 +136,62 @@ def test_bad_optimiser_or_schedule(model: CAMClassifier) -> None:
     opt = build_optimizer(groups, "sgd", momentum=0.9)
     assert opt.param_groups[0]["momentum"] == 0.9
     with pytest.raises(ConfigError, match=r"train\.schedule"):
-        build_scheduler(opt, "cosine", 10)
+        build_scheduler(opt, "exponential", 10)
     with pytest.raises(ConfigError, match="no optimiser steps"):
         build_scheduler(opt, "poly", 0)
+
+
+def _scalar_steps(opt_kwargs: dict, grads: list[float]) -> list[float]:
+    """The values of one scalar parameter (start 1.0, lr 0.1) after each gradient."""
+    p = nn.Parameter(torch.tensor([1.0]))
+    opt = build_optimizer([{"params": [p], "lr": 0.1, "weight_decay": 0.0}], "sgd", **opt_kwargs)
+    values = []
+    for g in grads:
+        p.grad = torch.tensor([g])
+        opt.step()
+        values.append(p.item())
+    return values
+
+
+def test_nesterov_momentum_by_hand() -> None:
+    # b_t = μ·b_{t−1} + g_t; Nesterov steps by lr·(g_t + μ·b_t), plain momentum by lr·b_t.
+    # μ = 0.9, g = 1 then 2: b = 1, 2.9. Nesterov: 1 − 0.1·1.9 = 0.81; 0.81 − 0.1·4.61 = 0.349.
+    assert _scalar_steps({"momentum": 0.9, "nesterov": True}, [1.0, 2.0]) == pytest.approx(
+        [0.81, 0.349]
+    )
+    assert _scalar_steps({"momentum": 0.9}, [1.0, 2.0]) == pytest.approx([0.9, 0.61])
+    groups = [{"params": [nn.Parameter(torch.zeros(1))], "lr": 0.1}]
+    with pytest.raises(ConfigError, match=r"train\.nesterov=true needs .*momentum > 0"):
+        build_optimizer(groups, "sgd", momentum=0.0, nesterov=True)
+    with pytest.raises(ConfigError, match=r"train\.nesterov"):
+        build_optimizer(groups, "adamw", nesterov=True)
+
+
+def test_cosine_schedule_with_and_without_warmup() -> None:
+    assert [cosine_factor(k, 10) for k in (0, 5, 10, 12)] == pytest.approx([1.0, 0.5, 0.0, 0.0])
+    # W = 2 warmup steps: 0, 1/2, then the cosine over the remaining 8 steps.
+    assert [cosine_factor(k, 10, 2) for k in (0, 1, 2, 6, 10)] == pytest.approx(
+        [0.0, 0.5, 1.0, 0.5, 0.0]
+    )
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [p], "lr": 0.2}, {"params": [], "lr": 2.0}], lr=0.2)
+    sched = build_scheduler(opt, "cosine", 4, warmup_steps=1)
+    used = []
+    for _ in range(4):
+        used.append([g["lr"] for g in opt.param_groups])
+        opt.step()
+        sched.step()
+    half = 0.5 * (1 + math.cos(math.pi / 3))  # k = 2 of the 3 cosine steps after warmup
+    assert [u[0] for u in used] == pytest.approx([0.0, 0.2, 0.2 * half, 0.2 * (1 - half)])
+    assert [u[1] for u in used] == pytest.approx([10 * u[0] for u in used])  # per-group peak
+
+
+def test_bad_warmup_is_a_config_error(model: CAMClassifier) -> None:
+    opt = build_optimizer(param_groups(model, 0.1, 0.0), "sgd")
+    with pytest.raises(ConfigError, match=r"warmup_steps=2 applies to train\.schedule=cosine"):
+        build_scheduler(opt, "poly", 10, warmup_steps=2)
+    with pytest.raises(ConfigError, match=r"train\.warmup_steps must be in \[0, 10\)"):
+        build_scheduler(opt, "cosine", 10, warmup_steps=10)
 
 
 def test_label_smoothing_loss_against_hand_computation() -> None:

@@ -111,7 +111,10 @@ class TrainConfig:
     """The training loop (METHODS.md §1; defaults follow the P-NOC code for VOC).
 
     Attributes:
-        strategy: Training strategy name (``wsss.train.strategies.STRATEGIES``).
+        task: Training task (``wsss.train.tasks.TASKS``): what is trained, on which targets.
+            ``cam`` (a CAM classifier on image labels) runs the strategy ``strategy``.
+        strategy: CAM training strategy (``wsss.train.tasks.cam.STRATEGIES``): ``vanilla``,
+            ``puzzle``, ``occse``, ``poc`` or ``pnoc``.
         epochs: Passes over the training split.
         batch_size: Images per forward pass (per process under DDP).
         accumulate: Forward passes per optimiser step.
@@ -125,10 +128,13 @@ class TrainConfig:
             Puzzle-CAM code: lr, weight decay) or ``biases`` (2·lr, no weight decay; the
             grouping of ``wsss`` before it followed the reference). Shifts β are biases.
         momentum: SGD momentum (the reference is effectively 0).
+        nesterov: SGD with Nesterov momentum (needs ``momentum > 0``).
         optimizer: ``sgd`` (papers, pretrained backbones) or ``adamw`` (from-scratch demo).
-        schedule: ``poly`` (``lr·(1−k/K)^power`` per optimiser step) or ``onecycle``.
+        schedule: ``poly`` (``lr·(1−k/K)^power`` per optimiser step), ``onecycle`` or
+            ``cosine`` (half a cosine to 0, after ``warmup_steps`` of linear warmup).
         poly_power: Exponent of the poly schedule.
         onecycle_pct: Fraction of the one-cycle schedule spent warming up.
+        warmup_steps: Linear warmup steps of the ``cosine`` schedule (0: none).
         label_smoothing: ε of ``LS_ε(y) = (1−ε)·y + ε/2``.
         amp: Mixed precision on CUDA (ignored on CPU).
         amp_dtype: ``float16`` (with a gradient scaler) or ``bfloat16``.
@@ -139,11 +145,15 @@ class TrainConfig:
         checkpoint_every: Also save the resumable state every N optimiser steps (0: per epoch).
         val_every: Validate every N epochs (0: never).
         select_by: Validation metric choosing ``best`` (e.g. ``val/f1``), or None.
-        log_every: Write a metrics line every N optimiser steps.
-        strategy_args: Strategy-specific options, checked against the strategy's own
+        log_every: Write a metrics line every N optimiser steps (and print it when stderr is
+            not a terminal or progress bars are off).
+        tensorboard: Also log scalars to TensorBoard in ``RUN/tensorboard`` (needs the
+            ``tensorboard`` extra: ``pip install wsss[tensorboard]``).
+        strategy_args: Task- or strategy-specific options, checked against its own
             dataclass (e.g. ``oc`` for OC-CSE).
     """
 
+    task: str = "cam"
     strategy: str = "vanilla"
     epochs: int = 15
     batch_size: int = 32
@@ -154,10 +164,12 @@ class TrainConfig:
     weight_decay: float = 1e-4
     norm_weight_group: Literal["weights", "biases"] = "weights"
     momentum: float = 0.0
+    nesterov: bool = False
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    schedule: Literal["poly", "onecycle"] = "poly"
+    schedule: Literal["poly", "onecycle", "cosine"] = "poly"
     poly_power: float = 0.9
     onecycle_pct: float = 0.25
+    warmup_steps: int = 0
     label_smoothing: float = 0.0
     amp: bool = True
     amp_dtype: Literal["float16", "bfloat16"] = "float16"
@@ -169,6 +181,7 @@ class TrainConfig:
     val_every: int = 1
     select_by: str | None = None
     log_every: int = 10
+    tensorboard: bool = False
     strategy_args: dict[str, Any] = field(default_factory=dict)
 
 

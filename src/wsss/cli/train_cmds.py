@@ -7,10 +7,12 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from wsss.errors import ConfigError
 
 console = Console()
+err_console = Console(stderr=True)
 
 
 def train(
@@ -38,16 +40,25 @@ def train(
     ),
     sets: list[str] = typer.Option(None, "--set", help="KEY=VALUE override (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+    progress: bool = typer.Option(
+        True,
+        "--progress/--no-progress",
+        help="Progress bars on a terminal; --no-progress (or a non-terminal stderr) prints a "
+        "plain line every train.log_every steps and at each validation.",
+    ),
 ) -> None:
-    """Train a CAM classifier and write checkpoints and metrics into a run directory.
+    """Train a model and write checkpoints and metrics into a run directory.
+
+    What is trained is the task train.task: by default cam, a CAM classifier trained with the
+    strategy train.strategy (vanilla, puzzle, occse, poc, pnoc).
 
     Multi-GPU: launch the same command with torchrun, e.g.
     torchrun --nproc_per_node 4 -m wsss train --config voc12-cam --data VOC2012
     """
     from wsss.config import list_presets, load_config
+    from wsss.train.engine import TrainingInterrupted
     from wsss.train.engine import train as run_training
-    from wsss.train.strategies import STRATEGIES
+    from wsss.train.tasks import STRATEGIES, resolve_task
 
     items = [*(overrides or []), *(sets or [])]
     if data is not None:
@@ -65,11 +76,12 @@ def train(
             )
         config = str(out / "config.yaml")
     cfg = load_config(config, items)
-    if cfg.train.strategy not in STRATEGIES:
+    if cfg.train.task == "cam" and cfg.train.strategy not in STRATEGIES:
         raise ConfigError(
             f"train.strategy: unknown strategy {cfg.train.strategy!r}; known: "
             + ", ".join(STRATEGIES.names())
         )
+    resolve_task(cfg)  # an unknown task fails before any data is read
     if out is None:
         out = Path("runs") / Path(config).stem
     from wsss.runtime import distributed
@@ -77,11 +89,16 @@ def train(
     try:
         weights = run_training(cfg, out, resume=resume, progress=progress)
         is_main = distributed.dist_info().is_main
+    except TrainingInterrupted as e:
+        # typer would turn the interrupt into a bare "Aborted!": say how to resume instead.
+        err_console.print(f"[yellow]interrupted[/]: {escape(str(e))}", soft_wrap=True)
+        raise typer.Exit(130) from None
     finally:
         distributed.cleanup()
     if is_main:
         meta = json.loads(weights.with_suffix(".json").read_text(encoding="utf-8"))
-        console.print(f"[green]trained[/] {cfg.train.strategy} → {weights}")
+        what = cfg.train.strategy if cfg.train.task == "cam" else cfg.train.task
+        console.print(f"[green]trained[/] {escape(what)} → {escape(str(weights))}")
         if meta.get("metrics"):
             console.print("  " + "  ".join(f"{k} {v:.4f}" for k, v in meta["metrics"].items()))
 

@@ -43,7 +43,8 @@ class Batch:
         labels: ``B×C`` ``float32`` image labels (soft after MixUp/CutMix).
         ids: Sample ids.
         indices: ``(B,)`` ``int64`` dataset indices.
-        masks: ``B×H×W`` ``uint8`` ground truth when requested, else None.
+        masks: ``B×H×W`` ``uint8`` masks (ground truth or pseudo masks) when the samples
+            have them, else None; CutMix pastes them with the images.
     """
 
     images: torch.Tensor
@@ -178,6 +179,7 @@ class Collate:
     """Stack samples into a :class:`Batch`, then apply batch mixing when configured.
 
     The mixing draws are seeded from the batch's sample seeds, so they are reproducible too.
+    Masks, when the samples have them, follow CutMix; MixUp refuses them (``ConfigError``).
     """
 
     def __init__(self, mix: BatchMix | None = None) -> None:
@@ -193,7 +195,7 @@ class Collate:
         if self.mix is not None and self.mix.enabled:
             seeds = [s["seed"] for s in samples]
             rng = np.random.default_rng(None if None in seeds else seeds)
-            images, labels = self.mix(images, labels, rng)
+            images, labels, masks = self.mix.mix(images, labels, rng, masks)
         return Batch(
             images=images,
             labels=labels,
@@ -221,16 +223,19 @@ def seed_worker(worker_id: int) -> None:
 
 
 def build_train_loader(
-    dataset: ClassificationDataset,
+    dataset: Dataset,
     sampler: SeededSampler,
     batch_size: int,
     num_workers: int = 0,
     mix: BatchMix | None = None,
     pin_memory: bool = False,
+    collate: Callable[[list], object] | None = None,
 ) -> DataLoader:
     """A loader of full batches (``drop_last``) in the sampler's order.
 
-    A ``WsssError`` raised in a worker is raised again unchanged in the main process.
+    ``collate`` turns a list of samples into a batch (default: :class:`Collate` with ``mix``;
+    it must pass a :class:`WorkerError` through). A ``WsssError`` raised in a worker is raised
+    again unchanged in the main process.
     """
     generator = torch.Generator().manual_seed(sampler.seed)
     return _TrainLoader(
@@ -238,7 +243,7 @@ def build_train_loader(
         batch_size=batch_size,
         sampler=sampler,
         drop_last=True,
-        collate_fn=Collate(mix),
+        collate_fn=Collate(mix) if collate is None else collate,
         num_workers=num_workers,
         worker_init_fn=seed_worker,
         generator=generator,  # keeps DataLoader from drawing on torch's global generator

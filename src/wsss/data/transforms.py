@@ -189,12 +189,13 @@ class EvalTransform:
 
 
 class BatchMix:
-    """MixUp / CutMix on a batch of images with multi-hot labels.
+    """MixUp / CutMix on a batch of images with multi-hot labels (and optionally masks).
 
     MixUp blends two images with weight λ ~ Beta(α, α); CutMix pastes a box of area ≈ (1−λ)
     from the partner image and recomputes λ from the box actually pasted. Labels are mixed by
-    the same weight: ``λ·y + (1−λ)·y[perm]``. New tensors are returned; inputs are never
-    modified (cached labels stay intact).
+    the same weight: ``λ·y + (1−λ)·y[perm]``. Masks follow CutMix (the same box is pasted from
+    the partner's mask); MixUp cannot blend hard masks and refuses them. New tensors are
+    returned; inputs are never modified (cached labels stay intact).
 
     Args:
         mixup_alpha: MixUp α (0 disables MixUp).
@@ -220,14 +221,34 @@ class BatchMix:
         self, images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mix ``images`` (``B×3×H×W``) and ``labels`` (``B×C``) with draws from ``rng``."""
+        images, labels, _ = self.mix(images, labels, rng)
+        return images, labels
+
+    def mix(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        rng: np.random.Generator,
+        masks: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Mix images, labels and ``B×H×W`` masks (or None) with the same draws as ``__call__``.
+
+        Raises:
+            ConfigError: MixUp was drawn for a batch with masks.
+        """
         if not self.enabled or images.shape[0] < 2 or rng.random() >= self.prob:
-            return images, labels
+            return images, labels, masks
         perm = torch.from_numpy(rng.permutation(images.shape[0]))
         modes = [
             m for m, a in (("mixup", self.mixup_alpha), ("cutmix", self.cutmix_alpha)) if a > 0
         ]
         mode = modes[int(rng.integers(len(modes)))]
         if mode == "mixup":
+            if masks is not None:
+                raise ConfigError(
+                    "MixUp cannot blend hard masks: set train.augment.mixup_alpha=0 when training "
+                    "on masks (CutMix pastes them)"
+                )
             lam = float(rng.beta(self.mixup_alpha, self.mixup_alpha))
             mixed = lam * images + (1 - lam) * images[perm]
         else:
@@ -240,5 +261,8 @@ class BatchMix:
             x0, x1 = np.clip([cx - cw // 2, cx + cw // 2], 0, w)
             mixed = images.clone()
             mixed[..., y0:y1, x0:x1] = images[perm][..., y0:y1, x0:x1]
+            if masks is not None:
+                masks = masks.clone()
+                masks[..., y0:y1, x0:x1] = masks[perm][..., y0:y1, x0:x1]
             lam = 1.0 - float((y1 - y0) * (x1 - x0)) / (h * w)
-        return mixed, lam * labels + (1 - lam) * labels[perm]
+        return mixed, lam * labels + (1 - lam) * labels[perm], masks

@@ -29,7 +29,7 @@ class LogLine:
     Args:
         total: Expected number of updates (None when unknown).
         desc: Label at the start of each line.
-        every: Print after this many updates (and always at the end).
+        every: Print when the count reaches a multiple of ``every`` (and always at the end).
         stream: Where to print (default stderr).
         disable: Print nothing.
     """
@@ -52,20 +52,31 @@ class LogLine:
         self._last_printed = initial
 
     def update(self, n: int = 1) -> None:
+        """Count ``n`` more; print when the count reaches a multiple of ``every``."""
         self.n += n
-        if self.n - self._last_printed >= self.every:
+        if self.n // self.every > self._last_printed // self.every:
             self._print()
 
     def set_postfix(self, **values: Any) -> None:
         self._postfix = values
 
-    def _print(self) -> None:
+    def flush(self) -> None:
+        """Print the current count now unless it was just printed."""
+        if self.n != self._last_printed:
+            self._print()
+
+    def write(self, **values: Any) -> None:
+        """Print one line with the current count and ``values`` (not kept as the postfix)."""
+        self._print(values)
+
+    def _print(self, values: dict[str, Any] | None = None) -> None:
         self._last_printed = self.n
         if self.disable:
             return
         seconds = time.perf_counter() - self._start
         of = f"/{self.total}" if self.total is not None else ""
-        extra = " ".join(f"{k}={v}" for k, v in self._postfix.items())
+        values = self._postfix if values is None else values
+        extra = " ".join(f"{k}={v}" for k, v in values.items())
         print(
             f"{self.desc}: {self.n}{of} ({seconds:.0f} s) {extra}".rstrip(),
             file=self.stream,
@@ -73,8 +84,7 @@ class LogLine:
         )
 
     def close(self) -> None:
-        if self.n != self._last_printed:
-            self._print()
+        self.flush()
 
     def __enter__(self) -> LogLine:
         return self

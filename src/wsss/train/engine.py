@@ -1,94 +1,64 @@
-"""The training engine shared by every strategy: loop, AMP, accumulation, DDP, checkpoints.
+"""The training engine shared by every task: loop, AMP, accumulation, DDP, resume, run dir.
 
-:class:`Trainer` runs a :class:`~wsss.train.strategies.base.Strategy` (see its module for the
-contract) over a dataset and writes a run directory::
+:class:`Trainer` runs a :class:`~wsss.train.tasks.base.Task` (see its module for the contract;
+``train.task`` selects it, ``cam`` by default, whose ``train.strategy`` picks the CAM strategy)
+over a dataset and writes a run directory::
 
     config.yaml, run_info.json      resolved configuration, versions, seed
     metrics.jsonl                   one JSON object per logged step / validation
-    checkpoints/last.safetensors    classifier weights (+ last.json: architecture, classes, ...)
+    checkpoints/last.safetensors    the task's exported model (+ last.json: architecture,
+                                    classes, config, ...), rebuilt by wsss.models.load_model
     checkpoints/best.safetensors    when ``train.select_by`` names a validation metric
     checkpoints/state.json          resumable state (+ state-<step>.safetensors)
+    tensorboard/                    with ``train.tensorboard=true`` (the ``tensorboard``
+                                    extra: ``pip install "wsss[tensorboard]"``)
 
-An interrupted run resumed with ``resume=True`` continues from the last saved state and ends
-with the same weights as an uninterrupted one (on the same device and software).
+One process at a time trains into a run directory (it holds ``RUN/.lock``); temporary files
+that a killed process left there are removed when the next one starts. An interrupted run
+resumed with ``resume=True`` continues from the last saved state and ends with the same
+weights as an uninterrupted one (on the same device and software). Progress goes to stderr:
+bars on a terminal, plain lines (every ``train.log_every`` steps and at each validation)
+otherwise or with ``progress=False`` (see :mod:`wsss.train.logs`).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
-import random
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from wsss.config import Config, config_to_dict, dataclass_from_dict, save_resolved
 from wsss.data.base import SegmentationDataset
 from wsss.data.check import verify_files
-from wsss.data.loader import ClassificationDataset, SeededSampler, build_train_loader
-from wsss.data.transforms import BatchMix, TrainTransform
+from wsss.data.loader import SeededSampler, build_train_loader
 from wsss.errors import ConfigError, WsssError
-from wsss.io.atomic import atomic_write_text
+from wsss.io.atomic import clean_stale_temporaries
 from wsss.io.checkpoints import CHECKPOINT_DIR, load_state_file, save_state_file
 from wsss.models import save_model
 from wsss.runtime import distributed as ddp
 from wsss.runtime import resolve_device, seed_everything
+from wsss.train.logs import ConsoleReport, MetricsLogger, check_tensorboard
 from wsss.train.optim import build_optimizer, build_scheduler, param_groups
-from wsss.train.strategies import STRATEGIES, Phase, StepContext, Strategy
-from wsss.train.validation import ClassificationValidation, ValidationHook
+from wsss.train.rundir import RunLock
+from wsss.train.state import capture_state, restore_state
+from wsss.train.tasks import Phase, StepContext, Task, resolve_task
+from wsss.train.validation import ValidationHook
 
-__all__ = ["MetricsLogger", "Trainer", "train"]
-
-# Settings that may change when resuming without changing the result.
-_RESUMABLE_CHANGES = {"num_workers", "device", "log_every", "checkpoint_every", "val_every"}
+__all__ = ["Trainer", "TrainingInterrupted", "train"]
 
 
-class MetricsLogger:
-    """Appends JSON lines to ``metrics.jsonl``; mirrors scalars to TensorBoard when installed."""
-
-    def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
-        self.path = run_dir / "metrics.jsonl"
-        self.writer = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
-            except ImportError:
-                pass
-
-    def truncate(self, step: int) -> None:
-        """Drop lines logged after ``step`` (by a run that was interrupted, then resumed)."""
-        if not self.path.is_file():
-            return
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
-        atomic_write_text(self.path, "".join(f"{ln}\n" for ln in keep))
-
-    def log(self, record: dict[str, Any]) -> None:
-        """Write one record (must contain ``step``)."""
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self.writer.add_scalar(k, v, record["step"])
-
-    def close(self) -> None:
-        """Flush TensorBoard."""
-        if self.writer is not None:
-            self.writer.close()
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :meth:`Trainer.fit`; the message says what was saved and how to resume."""
 
 
 class Trainer:
-    """Trains the strategy named by ``config.train.strategy`` on ``dataset``.
+    """Trains the task that ``config.train`` selects on ``dataset``.
 
     Args:
         config: The run's configuration.
@@ -97,10 +67,15 @@ class Trainer:
         hooks: Validation hooks run every ``train.val_every`` epochs and after the last.
         resume: Continue from ``run_dir``'s saved state; without it, an existing state is an
             error (nothing is overwritten).
-        progress: Show progress bars.
+        progress: Progress bars on a terminal; False prints plain lines instead.
+        val_dataset: Validation split; adds the task's own validation hooks for it.
+
+    The trainer holds the run directory's lock from construction until :meth:`fit` returns
+    (or :meth:`close`).
 
     Raises:
-        ConfigError: Unknown strategy or strategy argument, inconsistent settings.
+        ConfigError: Unknown task, strategy or task argument, inconsistent settings, or a run
+            directory in use by another training.
     """
 
     def __init__(
@@ -111,6 +86,7 @@ class Trainer:
         hooks: Sequence[ValidationHook] = (),
         resume: bool = False,
         progress: bool = True,
+        val_dataset: SegmentationDataset | None = None,
     ) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
@@ -121,46 +97,33 @@ class Trainer:
         tc = config.train
         self.device = resolve_device(tc.device, self.dist.local_rank)
         _check_train_config(config)
-        if config.model.num_classes not in (None, len(dataset.classes)):
-            raise ConfigError(
-                f"model.num_classes={config.model.num_classes} but the dataset has "
-                f"{len(dataset.classes)} classes"
-            )
+        task_cls = resolve_task(config)
         if len(dataset) == 0:
             raise ConfigError(f"the training split {config.data.split!r} is empty")
 
         seed_everything(tc.seed)
-        try:
-            strategy_cls = STRATEGIES.get(tc.strategy)
-        except KeyError as e:
-            raise ConfigError(f"train.strategy: {e.args[0]}") from None
-        args = dataclass_from_dict(strategy_cls.Args, tc.strategy_args, "train.strategy_args")
-        self.strategy: Strategy = strategy_cls(config, list(dataset.classes), args).to(self.device)
-        self.phases: list[Phase] = self.strategy.phases()
-        _check_phases(self.strategy, self.phases)
+        args = dataclass_from_dict(task_cls.Args, tc.strategy_args, "train.strategy_args")
+        self.task: Task = task_cls(config, list(dataset.classes), args).to(self.device)
+        self.phases: list[Phase] = self.task.phases()
+        _check_phases(self.task, self.phases)
+        if val_dataset is not None:
+            self.hooks.extend(self.task.validation_hooks(val_dataset, progress=progress))
 
-        transform = TrainTransform(
-            config.data.crop_size,
-            config.data.resize_long,
-            hflip=tc.augment.hflip,
-            randaugment=tc.augment.randaugment,
-            color_jitter=tc.augment.color_jitter,
-        )
-        mix = BatchMix(tc.augment.mixup_alpha, tc.augment.cutmix_alpha, tc.augment.mix_prob)
+        samples = self.task.train_data(dataset)
         self.sampler = SeededSampler(
-            len(dataset),
+            len(samples),
             tc.seed,
             shuffle=True,
             rank=self.dist.rank,
             world_size=self.dist.world_size,
         )
         self.loader = build_train_loader(
-            ClassificationDataset(dataset, transform),
+            samples,
             self.sampler,
             tc.batch_size,
             num_workers=tc.num_workers,
-            mix=mix,
             pin_memory=self.device.type == "cuda",
+            collate=self.task.collate(),
         )
         self.steps_per_epoch = self.sampler.shard_size() // tc.batch_size // tc.accumulate
         if self.steps_per_epoch < 1:
@@ -177,7 +140,7 @@ class Trainer:
         self.schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = {}
         self.scalers: dict[str, torch.amp.GradScaler] = {}
         for phase in self.phases:
-            module = getattr(self.strategy, phase.module)
+            module = getattr(self.task, phase.module)
             groups = param_groups(
                 module,
                 tc.lr * phase.lr_scale,
@@ -185,10 +148,15 @@ class Trainer:
                 tc.lr_multipliers,
                 tc.norm_weight_group,
             )
-            opt = build_optimizer(groups, tc.optimizer, tc.momentum)
+            opt = build_optimizer(groups, tc.optimizer, tc.momentum, tc.nesterov)
             self.optimizers[phase.name] = opt
             self.schedulers[phase.name] = build_scheduler(
-                opt, tc.schedule, phase.num_steps(self.total_steps), tc.poly_power, tc.onecycle_pct
+                opt,
+                tc.schedule,
+                phase.num_steps(self.total_steps),
+                tc.poly_power,
+                tc.onecycle_pct,
+                tc.warmup_steps,
             )
             self.scalers[phase.name] = torch.amp.GradScaler(
                 self.device.type, enabled=self.amp and self.amp_dtype == torch.float16
@@ -197,19 +165,49 @@ class Trainer:
         self.nets: dict[str, nn.Module] = {}
         if self.dist.enabled:
             for name in dict.fromkeys(p.module for p in self.phases):
-                self.nets[name] = ddp.wrap_ddp(getattr(self.strategy, name), self.device)
-        self.strategy.set_nets(self.nets)
+                self.nets[name] = ddp.wrap_ddp(getattr(self.task, name), self.device)
+        self.task.set_nets(self.nets)
 
         self.step = 0
+        self.saved_step: int | None = None
         self.best: dict[str, Any] | None = None
         self.last_metrics: dict[str, float] = {}
-        if resume:
-            self._load_state()
-        elif (self.state_dir / "state.json").is_file():
-            raise ConfigError(
-                f"{self.run_dir} already holds a training run; resume it (--resume) or choose "
-                f"another output directory"
-            )
+        # Rank 0 owns the run directory from here until fit() ends.
+        self.lock = RunLock(self.run_dir) if self.dist.is_main else None
+        self._acquire()
+        try:
+            if resume:
+                self._load_state()
+            elif (self.state_dir / "state.json").is_file():
+                raise ConfigError(
+                    f"{self.run_dir} already holds a training run; to continue it, add --resume "
+                    f"(wsss train --out {self.run_dir} --resume; in Python: resume=True), or "
+                    f"choose another output directory to start a new one"
+                )
+        except BaseException:
+            self._release()
+            raise
+
+    @property
+    def strategy(self) -> Task:
+        """The task (the name the CAM strategies gave it; kept for existing code)."""
+        return self.task
+
+    def _acquire(self) -> None:
+        """Lock the run directory, then remove what a killed process left half-written."""
+        if self.lock is None or self.lock.held:
+            return
+        self.lock.acquire()
+        for folder in (self.run_dir, self.state_dir):
+            clean_stale_temporaries(folder)
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+    def close(self) -> None:
+        """Release the run directory without training (:meth:`fit` releases it itself)."""
+        self._release()
 
     # ------------------------------------------------------------------------------ loop
 
@@ -218,38 +216,39 @@ class Trainer:
 
         Returns:
             The last validation metrics (empty without hooks).
+
+        Raises:
+            TrainingInterrupted: Ctrl-C; the message says how to resume.
         """
         tc = self.config.train
         main = self.dist.is_main
-        logger = MetricsLogger(self.run_dir) if main else None
-        if main:
-            save_resolved(
-                self.config,
-                self.run_dir,
-                {"world_size": self.dist.world_size, "device": str(self.device)},
-            )
-            logger.truncate(self.step)
-        self.strategy.train()
-        start_epoch = self.step // self.steps_per_epoch
+        self._acquire()
+        logger = report = None
         try:
+            logger = MetricsLogger(self.run_dir, tc.tensorboard) if main else None
+            if main:
+                save_resolved(
+                    self.config,
+                    self.run_dir,
+                    {"world_size": self.dist.world_size, "device": str(self.device)},
+                )
+                logger.truncate(self.step)
+            report = ConsoleReport(
+                self.total_steps, tc.epochs, tc.log_every, self.progress, main, self.step
+            )
+            self.task.train()
+            start_epoch = self.step // self.steps_per_epoch
             for epoch in range(start_epoch, tc.epochs):
                 done = self.step - epoch * self.steps_per_epoch
                 self.sampler.set_epoch(epoch, skip=done * tc.batch_size * tc.accumulate)
                 batches = iter(self.loader)
-                bar = tqdm(
-                    total=self.steps_per_epoch,
-                    initial=done,
-                    desc=f"epoch {epoch + 1}/{tc.epochs}",
-                    disable=not (main and self.progress),
-                    dynamic_ncols=True,
-                )
+                report.start_epoch(epoch, self.steps_per_epoch, done)
                 end = (epoch + 1) * self.steps_per_epoch
                 while self.step < end:
                     micro = [next(batches) for _ in range(tc.accumulate)]
                     logs = self._train_step(micro, epoch)
                     self.step += 1
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
+                    report.step(epoch, logs)
                     if main and (self.step % tc.log_every == 0 or self.step == end):
                         logger.log({"step": self.step, "epoch": epoch, **logs})
                     stop = max_steps is not None and self.step >= max_steps
@@ -257,20 +256,38 @@ class Trainer:
                     if (stop or periodic) and self.step < end:
                         self._save_state(epoch)
                     if stop and self.step < end:
-                        bar.close()
                         return self.last_metrics
-                bar.close()
+                report.end_epoch()
                 del batches
-                self._end_epoch(epoch, logger)
+                self._end_epoch(epoch, logger, report)
                 if max_steps is not None and self.step >= max_steps:
                     break
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(self._interrupted_message()) from None
         finally:
+            if report is not None:
+                report.close()
             if logger is not None:
                 logger.close()
+            self._release()
         if self.dist.enabled:
             for name in self.nets:
-                ddp.broadcast_buffers(getattr(self.strategy, name))
+                ddp.broadcast_buffers(getattr(self.task, name))
         return self.last_metrics
+
+    def _interrupted_message(self) -> str:
+        if self.saved_step is None:
+            return (
+                f"training interrupted at step {self.step} of {self.total_steps} before any "
+                f"state was saved (one is saved at the end of each epoch, or every "
+                f"train.checkpoint_every steps); rerun the same command to start again"
+            )
+        return (
+            f"training interrupted at step {self.step} of {self.total_steps}; "
+            f"{self.state_dir / 'state.json'} holds step {self.saved_step}. To continue, run "
+            f"the same command with --resume (wsss train --out {self.run_dir} --resume; "
+            f"in Python: resume=True)"
+        )
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
@@ -287,7 +304,7 @@ class Trainer:
             with ddp.no_sync(self.nets.values(), enabled=self.dist.enabled and i < n - 1):
                 for phase in active:
                     with self._autocast():
-                        out = self.strategy.loss(phase.name, batch, ctx)
+                        out = self.task.loss(phase.name, batch, ctx)
                     loss = out.loss / n if tc.accumulate_mode == "mean" else out.loss
                     self.scalers[phase.name].scale(loss).backward()
                     prefix = "" if len(self.phases) == 1 else f"{phase.name}/"
@@ -301,7 +318,7 @@ class Trainer:
             scaler.update()
             opt.zero_grad(set_to_none=True)
             self.schedulers[phase.name].step()
-        self.strategy.after_step(ctx)
+        self.task.after_step(ctx)
         logs = {k: v.item() for k, v in sums.items()}
         if len(self.phases) > 1:
             logs["loss"] = sum(logs.get(f"{p.name}/loss", 0.0) for p in active)
@@ -316,25 +333,27 @@ class Trainer:
             logs.update({f"lr/{name}": lr for name, lr in lrs.items()})
         return logs
 
-    def _end_epoch(self, epoch: int, logger: MetricsLogger | None) -> None:
+    def _end_epoch(self, epoch: int, logger: MetricsLogger | None, report: ConsoleReport) -> None:
         tc = self.config.train
         last = epoch == tc.epochs - 1
         validate = self.hooks and ((tc.val_every and (epoch + 1) % tc.val_every == 0) or last)
         metrics: dict[str, float] = {}
         oracle = False
+        product = self.task.product()
         if validate and self.dist.is_main:
-            self.strategy.eval()
+            self.task.eval()
             for hook in self.hooks:
-                values = hook(self.strategy.model, self.device)
+                values = hook(product, self.device)
                 metrics.update(values)
                 if tc.select_by in values:
                     oracle = bool(hook.oracle)
-            self.strategy.train()
+            self.task.train()
             self.last_metrics = metrics
             logger.log({"step": self.step, "epoch": epoch, **metrics})
+            report.validation(self.step, epoch, metrics)
         if self.dist.is_main:
             meta = self._meta(epoch + 1, metrics)
-            save_model(self.state_dir / "last", self.strategy.model, meta)
+            save_model(self.state_dir / "last", product, meta)
             if tc.select_by and metrics:
                 if tc.select_by not in metrics:
                     raise ConfigError(
@@ -349,14 +368,15 @@ class Trainer:
                 if better:
                     self.best = {"value": value, "step": self.step, "oracle": oracle}
                     meta = {**meta, "selected_by": tc.select_by, "oracle": oracle}
-                    save_model(self.state_dir / "best", self.strategy.model, meta)
+                    save_model(self.state_dir / "best", product, meta)
         self._save_state(epoch + 1)
 
     def _meta(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
         return {
-            "classes": self.strategy.classes,
+            "classes": self.task.classes,
             "config": config_to_dict(self.config),
-            "strategy": self.config.train.strategy,
+            "task": self.config.train.task,
+            **self.task.export_meta(),
             "step": self.step,
             "epoch": epoch,
             "metrics": metrics,
@@ -365,105 +385,22 @@ class Trainer:
     # ------------------------------------------------------------------------------ state
 
     def _save_state(self, epoch: int) -> None:
-        if not self.dist.is_main:
-            ddp.barrier()
-            return
-        tensors: dict[str, torch.Tensor] = {}
-        for name, module in self.strategy.state_modules().items():
-            for k, v in module.state_dict().items():
-                tensors[f"module/{name}/{k}"] = v
-        phases = {}
-        for phase in self.phases:
-            sd = self.optimizers[phase.name].state_dict()
-            scalars: dict[str, dict[str, Any]] = {}
-            for pid, entries in sd["state"].items():
-                for k, v in entries.items():
-                    if isinstance(v, torch.Tensor):
-                        tensors[f"optim/{phase.name}/{pid}/{k}"] = v
-                    else:
-                        scalars.setdefault(str(pid), {})[k] = v
-            phases[phase.name] = {
-                "param_groups": sd["param_groups"],
-                "state_scalars": scalars,
-                "scheduler": self.schedulers[phase.name].state_dict(),
-                "scaler": self.scalers[phase.name].state_dict(),
-            }
-        tensors["rng/torch"] = torch.get_rng_state()
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            for i, s in enumerate(torch.cuda.get_rng_state_all()):
-                tensors[f"rng/cuda/{i}"] = s
-        np_state = np.random.get_state()
-        tensors["rng/numpy"] = torch.from_numpy(np_state[1].astype(np.int64))
-        py_state = random.getstate()
-        info = {
-            "step": self.step,
-            "epoch": epoch,
-            "total_steps": self.total_steps,
-            "world_size": self.dist.world_size,
-            "best": self.best,
-            "last_metrics": self.last_metrics,
-            "phases": phases,
-            "rng": {
-                "python": [py_state[0], list(py_state[1]), py_state[2]],
-                "numpy": [np_state[0], *[_plain(x) for x in np_state[2:]]],
-            },
-            "strategy": self.strategy.extra_state(),
-            "config": config_to_dict(self.config),
-        }
-        save_state_file(self.state_dir, tensors, info)
+        if self.dist.is_main:
+            tensors, info = capture_state(self, epoch)
+            save_state_file(self.state_dir, tensors, info)
+        self.saved_step = self.step
         ddp.barrier()
 
     def _load_state(self) -> None:
         loaded = load_state_file(self.state_dir)
         if loaded is None:
-            raise ConfigError(f"nothing to resume: {self.state_dir / 'state.json'} does not exist")
-        tensors, info = loaded
-        _check_resumable(info["config"], config_to_dict(self.config), self.state_dir)
-        if info["world_size"] != self.dist.world_size:
             raise ConfigError(
-                f"the run was trained with {info['world_size']} processes; resume it with the same "
-                f"number (now {self.dist.world_size})"
+                f"nothing to resume: {self.state_dir / 'state.json'} does not exist (no state "
+                f"was saved yet); run the same command without --resume to start the run"
             )
-        for name, module in self.strategy.state_modules().items():
-            prefix = f"module/{name}/"
-            state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-            module.load_state_dict(state, strict=True)
-        for phase in self.phases:
-            saved = info["phases"][phase.name]
-            state: dict[int, dict[str, Any]] = defaultdict(dict)
-            prefix = f"optim/{phase.name}/"
-            for k, v in tensors.items():
-                if k.startswith(prefix):
-                    pid, key = k[len(prefix) :].split("/", 1)
-                    state[int(pid)][key] = v
-            for pid, entries in saved["state_scalars"].items():
-                state[int(pid)].update(entries)
-            groups = [
-                {k: tuple(v) if k == "betas" else v for k, v in g.items()}
-                for g in saved["param_groups"]
-            ]
-            self.optimizers[phase.name].load_state_dict(
-                {"state": dict(state), "param_groups": groups}
-            )
-            self.schedulers[phase.name].load_state_dict(saved["scheduler"])
-            if saved["scaler"]:
-                self.scalers[phase.name].load_state_dict(saved["scaler"])
-        torch.set_rng_state(tensors["rng/torch"])
-        cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng/cuda/")]
-        if cuda_states and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(cuda_states)
-        py = info["rng"]["python"]
-        random.setstate((py[0], tuple(py[1]), py[2]))
-        npi = info["rng"]["numpy"]
-        np.random.set_state((npi[0], tensors["rng/numpy"].numpy().astype(np.uint32), *npi[1:]))
-        self.strategy.load_extra_state(info["strategy"])
-        self.step = int(info["step"])
-        self.best = info["best"]
-        self.last_metrics = info.get("last_metrics", {})
-
-
-def _plain(x: Any) -> Any:
-    return x.item() if hasattr(x, "item") else x
+        tensors, info = loaded
+        restore_state(self, tensors, info, self.state_dir)
+        self.saved_step = self.step
 
 
 def _check_train_config(config: Config) -> None:
@@ -475,28 +412,19 @@ def _check_train_config(config: Config) -> None:
         raise ConfigError(f"train.lr must be positive, got {tc.lr}")
     if not 0 <= tc.label_smoothing < 1:
         raise ConfigError(f"train.label_smoothing must be in [0, 1), got {tc.label_smoothing}")
+    if tc.warmup_steps < 0:
+        raise ConfigError(f"train.warmup_steps must be at least 0, got {tc.warmup_steps}")
+    if tc.tensorboard:
+        check_tensorboard()
 
 
-def _check_phases(strategy: Strategy, phases: list[Phase]) -> None:
+def _check_phases(task: Task, phases: list[Phase]) -> None:
     names = [p.name for p in phases]
     if not phases or len(set(names)) != len(names):
-        raise ValueError(f"{type(strategy).__name__}.phases() must return uniquely named phases")
+        raise ValueError(f"{type(task).__name__}.phases() must return uniquely named phases")
     for p in phases:
-        if not isinstance(getattr(strategy, p.module, None), nn.Module) or p.every < 1:
+        if not isinstance(getattr(task, p.module, None), nn.Module) or p.every < 1:
             raise ValueError(f"phase {p.name!r}: no submodule {p.module!r} or every < 1")
-
-
-def _check_resumable(saved: dict, current: dict, where: Path) -> None:
-    diffs = []
-    for section in saved.keys() | current.keys():
-        a, b = saved.get(section, {}), current.get(section, {})
-        for key in a.keys() | b.keys():
-            if a.get(key) != b.get(key) and not (section == "train" and key in _RESUMABLE_CHANGES):
-                diffs.append(f"{section}.{key}: {a.get(key)!r} → {b.get(key)!r}")
-    if diffs:
-        raise ConfigError(
-            f"cannot resume {where}: the configuration changed ({'; '.join(diffs[:5])})"
-        )
 
 
 def train(
@@ -508,27 +436,33 @@ def train(
     hooks: Sequence[ValidationHook] | None = None,
     progress: bool = True,
 ) -> Path:
-    """Train a classifier as ``config`` says and return its ``last.safetensors``.
+    """Train the task ``config`` selects and return its exported ``last.safetensors``.
 
     Datasets default to ``config.data`` read with :func:`wsss.data.datasets.build_dataset`;
-    the classification hook validates on ``data.val_split`` unless ``hooks`` are given.
+    the task's validation hooks run on ``data.val_split`` unless ``hooks`` are given.
     """
     dc = config.data
     if dataset is None:
         dataset = _build_dataset(config, dc.split)
     verify_files(dataset)  # a missing image fails now, not mid-epoch
-    if hooks is None:
-        hooks = []
-        if val_dataset is None and dc.val_split and config.train.val_every:
-            val_dataset = _build_dataset(config, dc.val_split)
-        if val_dataset is not None and len(val_dataset):
+    if hooks is not None:
+        val_dataset = None
+    elif val_dataset is None and dc.val_split and config.train.val_every:
+        val_dataset = _build_dataset(config, dc.val_split)
+    if val_dataset is not None:
+        if len(val_dataset):
             verify_files(val_dataset)
-            hooks.append(
-                ClassificationValidation(
-                    val_dataset, dc.crop_size, config.train.batch_size, progress=progress
-                )
-            )
-    trainer = Trainer(config, run_dir, dataset, hooks, resume=resume, progress=progress)
+        else:
+            val_dataset = None
+    trainer = Trainer(
+        config,
+        run_dir,
+        dataset,
+        hooks or (),
+        resume=resume,
+        progress=progress,
+        val_dataset=val_dataset,
+    )
     trainer.fit()
     return trainer.state_dir / "last.safetensors"
 

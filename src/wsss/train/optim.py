@@ -5,11 +5,14 @@ biases and norm shifts β (2·lr, wd 0); new weights, i.e. the class head (10·l
 (20·lr, wd 0). ``norm_weight_group="biases"`` (setting ``train.norm_weight_group``) moves γ to
 the bias group instead (2·lr, wd 0), as ``wsss`` did before following the reference.
 Schedules advance once per optimiser step: ``poly`` is ``lr·(1 − k/K)^power``; ``onecycle`` is
-torch's :class:`~torch.optim.lr_scheduler.OneCycleLR` peaking at each group's lr.
+torch's :class:`~torch.optim.lr_scheduler.OneCycleLR` peaking at each group's lr; ``cosine`` is
+``lr·½(1 + cos(π·(k − W)/(K − W)))`` after ``W`` steps of linear warmup ``lr·k/W`` (``W = 0``
+by default; the warmup of the common "cosine with warmup" schedule).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -23,6 +26,7 @@ __all__ = [
     "GROUP_NAMES",
     "build_optimizer",
     "build_scheduler",
+    "cosine_factor",
     "param_groups",
     "poly_factor",
 ]
@@ -81,11 +85,26 @@ def param_groups(
 
 
 def build_optimizer(
-    groups: list[dict], name: str = "sgd", momentum: float = 0.0
+    groups: list[dict], name: str = "sgd", momentum: float = 0.0, nesterov: bool = False
 ) -> torch.optim.Optimizer:
-    """SGD (momentum as given; the reference is effectively 0) or AdamW over ``groups``."""
+    """SGD or AdamW over ``groups``.
+
+    Args:
+        groups: Parameter groups (:func:`param_groups`).
+        name: ``sgd`` or ``adamw``.
+        momentum: SGD momentum (the CAM reference is effectively 0).
+        nesterov: SGD with Nesterov momentum (needs ``momentum > 0``).
+
+    Raises:
+        ConfigError: Unknown optimiser, or Nesterov without SGD momentum.
+    """
+    if nesterov and (name != "sgd" or momentum <= 0):
+        raise ConfigError(
+            f"train.nesterov=true needs train.optimizer=sgd and train.momentum > 0, got "
+            f"optimizer={name!r}, momentum={momentum}"
+        )
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=momentum)
+        return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=momentum, nesterov=nesterov)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=groups[0]["lr"])
     raise ConfigError(f"train.optimizer must be 'sgd' or 'adamw', got {name!r}")
@@ -96,16 +115,42 @@ def poly_factor(step: int, total_steps: int, power: float = 0.9) -> float:
     return max(0.0, 1.0 - step / max(1, total_steps)) ** power
 
 
+def cosine_factor(step: int, total_steps: int, warmup_steps: int = 0) -> float:
+    """Linear warmup ``k/W`` for ``k < W``, then ``½(1 + cos(π·(k − W)/(K − W)))``, 0 past K."""
+    if step < warmup_steps:
+        return step / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer,
     name: str,
     total_steps: int,
     poly_power: float = 0.9,
     onecycle_pct: float = 0.25,
+    warmup_steps: int = 0,
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-optimiser-step schedule whose peak (poly: initial) lr is each group's ``lr``."""
+    """A per-optimiser-step schedule whose peak (poly: initial) lr is each group's ``lr``.
+
+    Raises:
+        ConfigError: Unknown schedule, no steps, or a warmup outside ``cosine``'s ``[0, K)``.
+    """
     if total_steps < 1:
         raise ConfigError("training has no optimiser steps (dataset smaller than one batch?)")
+    if warmup_steps and name != "cosine":
+        raise ConfigError(
+            f"train.warmup_steps={warmup_steps} applies to train.schedule=cosine only "
+            f"(got {name!r}; onecycle has its own warmup, train.onecycle_pct)"
+        )
+    if name == "cosine":
+        if not 0 <= warmup_steps < total_steps:
+            raise ConfigError(
+                f"train.warmup_steps must be in [0, {total_steps}) (the optimiser steps of the "
+                f"run), got {warmup_steps}"
+            )
+        fn_cos: Callable[[int], float] = lambda k: cosine_factor(k, total_steps, warmup_steps)  # noqa: E731
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, fn_cos)
     if name == "poly":
         fn: Callable[[int], float] = lambda k: poly_factor(k, total_steps, poly_power)  # noqa: E731
         return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
@@ -116,4 +161,4 @@ def build_scheduler(
             total_steps=total_steps + 1,  # OneCycleLR refuses a step past its total
             pct_start=onecycle_pct,
         )
-    raise ConfigError(f"train.schedule must be 'poly' or 'onecycle', got {name!r}")
+    raise ConfigError(f"train.schedule must be 'poly', 'onecycle' or 'cosine', got {name!r}")

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from wsss.data.base import SegmentationDataset
 from wsss.data.loader import ClassificationDataset, Collate
 from wsss.data.transforms import normalize, to_tensor
+from wsss.runtime.progress import wants_bars
 from wsss.train.losses import multilabel_soft_margin
 
 __all__ = ["ClassificationValidation", "ValidationHook", "average_precision", "f1_scores"]
@@ -109,7 +110,7 @@ class ClassificationValidation:
         batch_size: Images per forward pass.
         prefix: Metric-name prefix.
         num_workers: Loader workers.
-        progress: Show a progress bar.
+        progress: Show a progress bar (on a terminal only).
     """
 
     oracle = False
@@ -140,7 +141,11 @@ class ClassificationValidation:
             collate_fn=Collate(),
         )
         logits, labels = [], []
-        for batch in tqdm(loader, desc=self.prefix, leave=False, disable=not self.progress):
+        # A bar on a terminal only: the engine prints the scores as a line. tqdm even when
+        # disabled: tqdm.auto opens one extra loader iterator (one draw of torch's generator),
+        # which the rest of a training run's random stream, hence its weights, depends on.
+        bars = self.progress and wants_bars()
+        for batch in tqdm(loader, desc=self.prefix, leave=False, disable=not bars):
             logits.append(model(batch.images.to(device)).logits.float().cpu())
             labels.append(batch.labels)
         z, y = torch.cat(logits), torch.cat(labels)

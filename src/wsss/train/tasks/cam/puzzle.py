@@ -17,9 +17,9 @@ from wsss.config import Config
 from wsss.data.loader import Batch
 from wsss.errors import ConfigError
 from wsss.train.losses import multilabel_soft_margin
-from wsss.train.strategies import STRATEGIES
-from wsss.train.strategies.base import LossOutput, StepContext, Strategy
-from wsss.train.strategies.functional import check_ramp, merge, reconstruction_loss, tile
+from wsss.train.tasks.base import LossOutput, StepContext
+from wsss.train.tasks.cam.base import STRATEGIES, CAMTask
+from wsss.train.tasks.cam.functional import check_ramp, merge, reconstruction_loss, tile
 
 __all__ = ["PuzzleArgs", "PuzzleCAM", "check_tileable", "puzzle_terms"]
 
@@ -80,7 +80,7 @@ def puzzle_terms(
 
 
 @STRATEGIES.register("puzzle")
-class PuzzleCAM(Strategy):
+class PuzzleCAM(CAMTask):
     """Puzzle-CAM on one classifier (``strategy_args``: :class:`PuzzleArgs`)."""
 
     Args = PuzzleArgs

@@ -6,14 +6,14 @@ from typing import Any
 
 from wsss.config import Config
 from wsss.data.loader import Batch
-from wsss.train.strategies import STRATEGIES
-from wsss.train.strategies.base import LossOutput, StepContext, Strategy
+from wsss.train.tasks.base import LossOutput, StepContext
+from wsss.train.tasks.cam.base import STRATEGIES, CAMTask
 
 __all__ = ["VanillaCAM"]
 
 
 @STRATEGIES.register("vanilla")
-class VanillaCAM(Strategy):
+class VanillaCAM(CAMTask):
     """The ordinary CAM classifier: multi-label soft margin on (smoothed) image labels."""
 
     def __init__(self, config: Config, classes: list[str], args: Any = None) -> None:

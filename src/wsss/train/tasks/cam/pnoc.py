@@ -44,18 +44,18 @@ from wsss.config import Config
 from wsss.data.loader import Batch
 from wsss.errors import ConfigError
 from wsss.models.classifier import NORM_LAYERS
-from wsss.train.strategies import STRATEGIES
-from wsss.train.strategies.base import LossOutput, Phase, StepContext
-from wsss.train.strategies.functional import check_ramp, hard_erase_keep
-from wsss.train.strategies.occse import load_ordinary_classifier
-from wsss.train.strategies.poc import POC, POCArgs
+from wsss.train.tasks.base import LossOutput, Phase, StepContext
+from wsss.train.tasks.cam.base import STRATEGIES
+from wsss.train.tasks.cam.functional import check_ramp, hard_erase_keep
+from wsss.train.tasks.cam.occse import load_ordinary_classifier
+from wsss.train.tasks.cam.poc import POC, POCArgs
 
 __all__ = ["PNOC", "PNOCArgs"]
 
 
 @dataclass
 class PNOCArgs(POCArgs):
-    """Settings of P-NOC: those of :class:`~wsss.train.strategies.poc.POCArgs` and
+    """Settings of P-NOC: those of :class:`~wsss.train.tasks.cam.poc.POCArgs` and
 
     Attributes:
         k_noc: The NOC is updated once every ``k_noc`` steps (see ``noc_schedule``).
@@ -63,7 +63,7 @@ class PNOCArgs(POCArgs):
             ``(t + 1) % k_noc == 0``); see the module docstring.
         delta_noc: δ_noc; pixels whose normalised CAM ψ exceeds it are erased for the NOC.
         hard_mask_order: ``upsample_first`` (the reference) or ``normalize_first``; see
-            :func:`~wsss.train.strategies.functional.hard_erase_keep`.
+            :func:`~wsss.train.tasks.cam.functional.hard_erase_keep`.
         lambda_noc: ``(start, end, fraction)`` of the ramp of the NOC-loss weight λ_noc.
         lr_alpha_oc: The NOC's learning rate is ``train.lr`` times this.
         noc_grad: ``reference`` or ``isolated`` (see the module docstring).

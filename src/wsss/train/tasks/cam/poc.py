@@ -13,15 +13,15 @@ import torch
 
 from wsss.config import Config
 from wsss.data.loader import Batch
-from wsss.train.strategies import STRATEGIES
-from wsss.train.strategies.base import LossOutput, StepContext, Strategy
-from wsss.train.strategies.functional import check_ramp
-from wsss.train.strategies.occse import (
+from wsss.train.tasks.base import LossOutput, StepContext
+from wsss.train.tasks.cam.base import STRATEGIES, CAMTask
+from wsss.train.tasks.cam.functional import check_ramp
+from wsss.train.tasks.cam.occse import (
     OCCSEArgs,
     class_specific_erasing,
     load_ordinary_classifier,
 )
-from wsss.train.strategies.puzzle import PuzzleArgs, check_tileable, puzzle_terms
+from wsss.train.tasks.cam.puzzle import PuzzleArgs, check_tileable, puzzle_terms
 
 __all__ = ["POC", "POCArgs"]
 
@@ -32,7 +32,7 @@ class POCArgs(OCCSEArgs, PuzzleArgs):
 
 
 @STRATEGIES.register("poc")
-class POC(Strategy):
+class POC(CAMTask):
     """Puzzle-CAM plus class-specific erasing against a frozen ordinary classifier."""
 
     Args = POCArgs

@@ -23,9 +23,9 @@ from wsss.errors import ConfigError, DataError
 from wsss.models import load_model
 from wsss.models.classifier import CAMClassifier
 from wsss.train.losses import multilabel_soft_margin
-from wsss.train.strategies import STRATEGIES
-from wsss.train.strategies.base import LossOutput, StepContext, Strategy
-from wsss.train.strategies.functional import (
+from wsss.train.tasks.base import LossOutput, StepContext
+from wsss.train.tasks.cam.base import STRATEGIES, CAMTask
+from wsss.train.tasks.cam.functional import (
     check_ramp,
     remove_class,
     sample_present_class,
@@ -112,7 +112,7 @@ def class_specific_erasing(
 
 
 @STRATEGIES.register("occse")
-class OCCSE(Strategy):
+class OCCSE(CAMTask):
     """OC-CSE with a frozen ordinary classifier (``strategy_args``: :class:`OCCSEArgs`)."""
 
     Args = OCCSEArgs
