@@ -78,11 +78,31 @@ def test_param_groups_put_head_and_bn_in_new_groups(model: CCAM) -> None:
     groups = model.param_groups()
     ids = [id(p) for ps in groups.values() for p in ps]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
-    assert {id(p) for p in groups["new_weights"]} == {id(model.head.weight)}
-    assert {id(p) for p in groups["new_biases"]} == {
+    # As the reference groups by name: the head BN's scale is a new weight, its shift a bias.
+    assert {id(p) for p in groups["new_weights"]} == {
+        id(model.head.weight),
+        id(model.head_bn.weight),
+    }
+    assert {id(p) for p in groups["new_biases"]} == {id(model.head_bn.bias)}
+    assert id(model.backbone.bn1.weight) in {id(p) for p in groups["pretrained_weights"]}
+    moved = model.param_groups(norm_weight_group="biases")
+    assert {id(p) for p in moved["new_weights"]} == {id(model.head.weight)}
+    assert {id(p) for p in moved["new_biases"]} == {
         id(model.head_bn.weight),
         id(model.head_bn.bias),
     }
+
+
+def test_the_engine_builds_optimiser_groups_for_ccam(model: CCAM) -> None:
+    # The engine passes norm_weight_group; CCAM.param_groups once took no argument.
+    from wsss.train.optim import param_groups
+
+    groups = param_groups(model, 0.1, 1e-4, (1, 2, 10, 20), "weights")
+    lrs = {g["name"]: g["lr"] for g in groups}
+    assert lrs == pytest.approx(
+        {"pretrained_weights": 0.1, "pretrained_biases": 0.2, "new_weights": 1.0, "new_biases": 2.0}
+    )
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
 
 
 def _blob(h: int = 12, w: int = 12) -> np.ndarray:

@@ -20,6 +20,7 @@ import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsss.models.backbone import backbone_channels, create_backbone
+from wsss.models.classifier import split_parameters
 from wsss.models.registry import MODELS
 
 __all__ = ["CCAM", "CCAMOutput", "DirectionEstimate", "detect_direction"]
@@ -114,24 +116,28 @@ class CCAM(nn.Module):
         """Parameters not covered by pretrained weights (the head and its BN)."""
         return [*self.head.parameters(), *self.head_bn.parameters()]
 
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+    def param_groups(
+        self, norm_weight_group: Literal["weights", "biases"] = "weights"
+    ) -> dict[str, list[nn.Parameter]]:
         """The four groups of METHODS.md §1, as in :class:`~wsss.models.CAMClassifier`.
 
-        The head's convolution is ``new_weights``; its BN scale and shift are ``new_biases``.
+        The backbone is ``pretrained_*``, the head (convolution and BN) ``new_*``, split by
+        :func:`~wsss.models.classifier.split_parameters`: norm scales γ go with the weights by
+        default (the reference code groups by name, so the head BN's scale is a new weight),
+        with the biases for ``norm_weight_group="biases"``. Frozen parameters are left out.
         """
-        groups: dict[str, list[nn.Parameter]] = {
-            "pretrained_weights": [],
-            "pretrained_biases": [],
-            "new_weights": [],
-            "new_biases": [],
-        }
-        modules = (("pretrained", self.backbone), ("new", self.head), ("new", self.head_bn))
-        for prefix, module in modules:
-            for name, p in module.named_parameters():
-                if not p.requires_grad:
-                    continue
-                is_bias = p.ndim <= 1 or name.endswith(".bias")
-                groups[f"{prefix}_{'biases' if is_bias else 'weights'}"].append(p)
+        groups: dict[str, list[nn.Parameter]] = {}
+        for prefix, modules in (
+            ("pretrained", [self.backbone]),
+            ("new", [self.head, self.head_bn]),
+        ):
+            weights: list[nn.Parameter] = []
+            biases: list[nn.Parameter] = []
+            for module in modules:
+                w, b = split_parameters(module, norm_weight_group)
+                weights += w
+                biases += b
+            groups[f"{prefix}_weights"], groups[f"{prefix}_biases"] = weights, biases
         return groups
 
     def architecture(self) -> dict:
