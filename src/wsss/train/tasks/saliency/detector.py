@@ -73,9 +73,7 @@ class SaliencyDetectorTask(Task):
     def loss(self, phase: str, batch: Batch, ctx: StepContext) -> LossOutput:
         """Pixel-wise cross-entropy (padding ignored)."""
         logits = self.net("model")(batch.images)
-        return LossOutput(
-            segmentation_loss(logits, batch.masks, self.config.train.label_smoothing)
-        )
+        return LossOutput(segmentation_loss(logits, batch.masks, self.config.train.label_smoothing))
 
     def validation_hooks(
         self, dataset: SegmentationDataset, progress: bool = True
