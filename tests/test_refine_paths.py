@@ -125,3 +125,12 @@ def test_affinity_targets_by_hand():
         1.0 if tuple(d) != (1, 1) else 0.0 for d in index.directions
     ]
     assert bg_pos.sum() == 0 and neg.sum() == 1
+
+
+def test_index_cache_stays_bounded_over_many_image_sizes():
+    index = PathIndex(3)
+    first = index.affinity(torch.rand(1, 6, 7))
+    for size in range(8, 16):
+        index.affinity(torch.rand(1, size, size + 1))
+    assert len(index._cache) <= 4
+    torch.testing.assert_close(index.affinity(torch.ones(1, 6, 7)), torch.zeros_like(first))

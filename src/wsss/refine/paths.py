@@ -28,6 +28,8 @@ from wsss.errors import ConfigError, DataError
 
 __all__ = ["PathIndex", "affinity_targets", "line_path", "search_directions"]
 
+_CACHED_SIZES = 4  # gather indices kept per PathIndex (a fixed training crop hits one)
+
 
 def search_directions(radius: int) -> list[tuple[int, int]]:
     """The half-plane directions ``(dy, dx)`` with ``0 < dy² + dx² < radius²``, enumerated
@@ -119,7 +121,11 @@ class PathIndex:
 
     def _gather_indices(self, height: int, width: int, device: torch.device) -> list:
         key = (height, width, str(device))
-        if key not in self._cache:
+        if key in self._cache:
+            self._cache[key] = self._cache.pop(key)  # most recently used last
+        else:
+            while len(self._cache) >= _CACHED_SIZES:  # image sizes vary: keep a few
+                self._cache.pop(next(iter(self._cache)))
             src, _ = self.pair_indices(height, width)
             base = torch.as_tensor(src, device=device)
             groups = []
