@@ -29,7 +29,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from wsss.config import Config, config_to_dict, dataclass_from_dict, save_resolved
+from wsss.config import (
+    Config,
+    config_to_dict,
+    dataclass_from_dict,
+    diff_settings,
+    neutral_keys,
+    save_resolved,
+)
 from wsss.data.base import SegmentationDataset
 from wsss.data.loader import ClassificationDataset, SeededSampler, build_train_loader
 from wsss.data.transforms import BatchMix, TrainTransform
@@ -44,9 +51,6 @@ from wsss.train.strategies import STRATEGIES, Phase, StepContext, Strategy
 from wsss.train.validation import ClassificationValidation, ValidationHook
 
 __all__ = ["MetricsLogger", "Trainer", "train"]
-
-# Settings that may change when resuming without changing the result.
-_RESUMABLE_CHANGES = {"num_workers", "device", "log_every", "checkpoint_every", "val_every"}
 
 
 class MetricsLogger:
@@ -482,12 +486,11 @@ def _check_phases(strategy: Strategy, phases: list[Phase]) -> None:
 
 
 def _check_resumable(saved: dict, current: dict, where: Path) -> None:
-    diffs = []
-    for section in saved.keys() | current.keys():
-        a, b = saved.get(section, {}), current.get(section, {})
-        for key in a.keys() | b.keys():
-            if a.get(key) != b.get(key) and not (section == "train" and key in _RESUMABLE_CHANGES):
-                diffs.append(f"{section}.{key}: {a.get(key)!r} → {b.get(key)!r}")
+    # Only the result-neutral settings (declared on the Config fields) may change.
+    diffs = [
+        f"{key}: {a!r} → {b!r}"
+        for key, a, b in diff_settings(saved, current, ignore=neutral_keys(Config))
+    ]
     if diffs:
         raise ConfigError(
             f"cannot resume {where}: the configuration changed ({'; '.join(diffs[:5])})"

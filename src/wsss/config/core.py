@@ -1,12 +1,14 @@
-"""Typed configuration: dataclasses per stage, YAML presets and ``key=value`` overrides.
+"""Typed settings for any root dataclass: dicts, YAML presets, ``key=value`` overrides.
 
-A configuration is a tree of dataclasses rooted at :class:`Config`. It is loaded from a preset
-name (a YAML file shipped in ``wsss/configs/``) or a YAML path, then overridden by dotted
-``section.field=value`` strings whose values are parsed as YAML and checked against the field
-types. A preset may start from another with ``extends: <preset or path>``.
+A configuration is a tree of dataclasses. It is loaded from a preset name (a YAML file shipped
+in ``wsss/configs/``) or a YAML path, then overridden by dotted ``section.field=value`` strings
+whose values are parsed as YAML and checked against the field types. A preset may start from
+another with ``extends: <preset or path>``. Every root (the training :class:`~wsss.config.Config`,
+the pipeline, the synthetic benchmark, the LPCAM prototypes) goes through these functions.
 
-Adding a stage's settings is adding a dataclass field to :class:`Config`; loading, overrides,
-validation and saving work for any nested dataclass.
+A field declared with :func:`neutral` does not change what a run computes (a device, a worker
+count, a logging period): :func:`result_params` leaves it out, so changing it neither reruns a
+pipeline stage nor blocks resuming a training run.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import dataclasses
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -23,158 +24,32 @@ from typing import Any, Literal
 import yaml
 
 from wsss.errors import ConfigError
-from wsss.io.atomic import atomic_write_text
-from wsss.runtime.provenance import write_run_info
 
 __all__ = [
-    "AugmentConfig",
-    "Config",
-    "DataConfig",
-    "ModelConfig",
-    "TrainConfig",
     "apply_overrides",
-    "config_from_dict",
     "config_to_dict",
     "dataclass_from_dict",
+    "diff_settings",
+    "flatten",
     "list_presets",
     "load_config",
-    "save_resolved",
+    "neutral",
+    "neutral_keys",
+    "override_key",
+    "read_preset",
+    "result_params",
+    "valid_keys",
 ]
 
-
-@dataclass
-class ModelConfig:
-    """The CAM classifier.
-
-    Attributes:
-        backbone: Any timm model name with ``features_only`` support.
-        num_classes: Foreground classes; None takes them from the training dataset.
-        output_stride: 16 (layer4 dilated) or 8 (layer3 too).
-        pretrained: Load ImageNet weights through timm (needs the network).
-        weights: Local backbone weights file (safetensors/pth of the timm model); implies
-            pretrained.
-    """
-
-    backbone: str = "resnet50"
-    num_classes: int | None = None
-    output_stride: int = 16
-    pretrained: bool = False
-    weights: str | None = None
+NEUTRAL = "wsss.neutral"
+Override = str | tuple[str, Any]
 
 
-@dataclass
-class DataConfig:
-    """Where the images come from and how training crops are made (METHODS.md §1).
-
-    Attributes:
-        root: Dataset root directory.
-        format: Dataset reader name (``wsss.data.datasets``), e.g. ``voc``, ``coco``.
-        split: Training split.
-        val_split: Split for per-epoch validation, or None for none.
-        crop_size: Square training crop; smaller images are padded (mean colour, mask 255).
-        resize_long: The long side is resized to a random integer in ``[min, max]``.
-        max_samples: Use only the first N training (and validation) images, for quick runs.
-    """
-
-    root: str | None = None
-    format: str = "voc"
-    split: str = "train_aug"
-    val_split: str | None = "val"
-    crop_size: int = 512
-    resize_long: tuple[int, int] = (320, 640)
-    max_samples: int | None = None
-
-
-@dataclass
-class AugmentConfig:
-    """Optional augmentations on top of resize, flip and crop.
-
-    Attributes:
-        hflip: Random horizontal flip (p = 0.5).
-        randaugment: torchvision RandAugment (2 ops, magnitude 10) plus a 16-px cutout.
-        color_jitter: Colour jitter (0.3, 0.3, 0.3, 0.1).
-        mixup_alpha: MixUp Beta(α, α) parameter; 0 disables.
-        cutmix_alpha: CutMix Beta(α, α) parameter; 0 disables.
-        mix_prob: Probability that a batch is mixed (MixUp or CutMix, chosen evenly when both).
-    """
-
-    hflip: bool = True
-    randaugment: bool = False
-    color_jitter: bool = False
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    mix_prob: float = 1.0
-
-
-@dataclass
-class TrainConfig:
-    """The training loop (METHODS.md §1; defaults follow the P-NOC code for VOC).
-
-    Attributes:
-        strategy: Training strategy name (``wsss.train.strategies.STRATEGIES``).
-        epochs: Passes over the training split.
-        batch_size: Images per forward pass (per process under DDP).
-        accumulate: Forward passes per optimiser step.
-        accumulate_mode: ``mean`` averages the accumulated gradients; ``sum`` adds them like
-            the reference code (its effective lr is ``accumulate`` times larger).
-        lr: Base learning rate (pretrained weights); see ``lr_multipliers``.
-        lr_multipliers: lr factors of the four parameter groups (pretrained weights,
-            pretrained biases and norms, new weights, new biases): 1, 2, 10, 20 in the papers.
-        weight_decay: Weight decay of the weight groups (biases and norms get none).
-        momentum: SGD momentum (the reference is effectively 0).
-        optimizer: ``sgd`` (papers, pretrained backbones) or ``adamw`` (from-scratch demo).
-        schedule: ``poly`` (``lr·(1−k/K)^power`` per optimiser step) or ``onecycle``.
-        poly_power: Exponent of the poly schedule.
-        onecycle_pct: Fraction of the one-cycle schedule spent warming up.
-        label_smoothing: ε of ``LS_ε(y) = (1−ε)·y + ε/2``.
-        amp: Mixed precision on CUDA (ignored on CPU).
-        amp_dtype: ``float16`` (with a gradient scaler) or ``bfloat16``.
-        seed: Seed of python, numpy, torch and the data order.
-        augment: Optional augmentations.
-        num_workers: Data-loading worker processes.
-        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
-        checkpoint_every: Also save the resumable state every N optimiser steps (0: per epoch).
-        val_every: Validate every N epochs (0: never).
-        select_by: Validation metric choosing ``best`` (e.g. ``val/f1``), or None.
-        log_every: Write a metrics line every N optimiser steps.
-        strategy_args: Strategy-specific options, checked against the strategy's own
-            dataclass (e.g. ``oc`` for OC-CSE).
-    """
-
-    strategy: str = "vanilla"
-    epochs: int = 15
-    batch_size: int = 32
-    accumulate: int = 1
-    accumulate_mode: Literal["mean", "sum"] = "mean"
-    lr: float = 0.1
-    lr_multipliers: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
-    weight_decay: float = 1e-4
-    momentum: float = 0.0
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    schedule: Literal["poly", "onecycle"] = "poly"
-    poly_power: float = 0.9
-    onecycle_pct: float = 0.25
-    label_smoothing: float = 0.0
-    amp: bool = True
-    amp_dtype: Literal["float16", "bfloat16"] = "float16"
-    seed: int = 0
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    num_workers: int = 0
-    device: str = "auto"
-    checkpoint_every: int = 0
-    val_every: int = 1
-    select_by: str | None = None
-    log_every: int = 10
-    strategy_args: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Config:
-    """The whole configuration of a run."""
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+def neutral(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING):
+    """A dataclass field that does not change the result (left out of :func:`result_params`)."""
+    return dataclasses.field(
+        default=default, default_factory=default_factory, metadata={NEUTRAL: True}
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +133,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def _field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
 
 
 def _from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
@@ -271,16 +146,14 @@ def _from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
             f"{' of ' + where if where else ''}: {', '.join(types_)}"
         )
     kwargs = {k: _coerce(v, types_[k], f"{where}.{k}" if where else k) for k, v in data.items()}
-    return cls(**kwargs)
-
-
-def config_from_dict(data: Mapping[str, Any]) -> Config:
-    """Build a :class:`Config` from nested dicts, checking every key and type."""
-    return _from_dict(Config, data)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:  # a __post_init__ check that is not a ConfigError
+        raise ConfigError(f"{where or cls.__name__}: {e}") from None
 
 
 def dataclass_from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
-    """Build any settings dataclass ``cls`` from a dict, with the checks of :func:`load_config`.
+    """Build the settings dataclass ``cls`` from nested dicts, checking every key and type.
 
     ``where`` prefixes the names in error messages (e.g. ``train.strategy_args``).
     """
@@ -288,29 +161,89 @@ def dataclass_from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> 
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """Plain nested dicts (tuples as lists), ready for YAML or JSON."""
+    """Plain nested dicts (tuples as lists, paths as strings), ready for YAML or JSON."""
 
     def plain(v: Any) -> Any:
-        if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v) if f.init}
         if isinstance(v, (list, tuple)):
             return [plain(x) for x in v]
         if isinstance(v, Mapping):
             return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, Path):
+            return str(v)
         return v
 
     return plain(config)
 
 
 # ---------------------------------------------------------------------------------------------
+# result-neutral settings and differences
+
+
+def neutral_keys(cls: type, prefix: str = "") -> frozenset[str]:
+    """Dotted names of the fields of ``cls`` (recursively) declared with :func:`neutral`."""
+    keys: set[str] = set()
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.metadata.get(NEUTRAL):
+            keys.add(f"{prefix}{f.name}")
+        elif dataclasses.is_dataclass(hints[f.name]):
+            keys |= neutral_keys(hints[f.name], f"{prefix}{f.name}.")
+    return frozenset(keys)
+
+
+def result_params(config: Any) -> dict[str, Any]:
+    """:func:`config_to_dict` without the :func:`neutral` fields: what determines the result."""
+    doc = config_to_dict(config)
+    for key in neutral_keys(type(config)):
+        *path, last = key.split(".")
+        node = doc
+        for part in path:
+            node = node[part]
+        node.pop(last, None)
+    return doc
+
+
+def flatten(doc: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (lists are values, empty mappings are kept)."""
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def diff_settings(
+    old: Mapping[str, Any], new: Mapping[str, Any], ignore: Iterable[str] = ()
+) -> list[tuple[str, Any, Any]]:
+    """Dotted keys whose values differ between two nested dicts, as ``(key, old, new)``.
+
+    A key missing on one side shows as None there; keys in ``ignore`` (and below them) are
+    left out.
+    """
+    a, b = flatten(old), flatten(new)
+    skip = tuple(ignore)
+    return [
+        (k, a.get(k), b.get(k))
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k) != b.get(k) and not any(k == s or k.startswith(f"{s}.") for s in skip)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
 # overrides
 
 
-def _valid_keys(cls: type, prefix: str = "") -> list[str]:
+def valid_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every settable dotted key of ``cls`` (free-form dict fields end the path)."""
     keys = []
     for name, tp in _field_types(cls).items():
         if dataclasses.is_dataclass(tp):
-            keys.extend(_valid_keys(tp, f"{prefix}{name}."))
+            keys.extend(valid_keys(tp, f"{prefix}{name}."))
         else:
             keys.append(f"{prefix}{name}")
     return keys
@@ -328,26 +261,47 @@ def _parse_value(text: str, tp: Any) -> Any:
         raise ConfigError(f"cannot parse value {text!r}: {e}") from None
 
 
-def apply_overrides(config: Config, overrides: Iterable[str]) -> Config:
-    """Return a copy of ``config`` with dotted ``key=value`` overrides applied.
+def _split(item: Override) -> tuple[str, Any, bool]:
+    """``(key, value, whether value is text to parse)`` of one override."""
+    if isinstance(item, tuple):
+        key, value = item
+        return str(key).strip(), value, False
+    key, sep, text = str(item).partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.lr=0.01)")
+    return key, text, True
 
-    Values are YAML (``true``, ``0.01``, ``[320, 640]``, ``null``). Keys inside
-    ``train.strategy_args`` are free-form; every other key must name a field.
+
+def override_key(item: Override) -> str:
+    """The dotted key an override sets (``"train.lr=0.1"`` → ``"train.lr"``)."""
+    return (item[0] if isinstance(item, tuple) else str(item).partition("=")[0]).strip()
+
+
+def apply_overrides(config: Any, overrides: Iterable[Override], section: str | None = None) -> Any:
+    """Return a copy of the dataclass ``config`` with dotted overrides applied.
+
+    Each override is ``"key=value"`` (the value is YAML: ``true``, ``0.01``, ``[320, 640]``,
+    ``null``) or a ``(key, value)`` pair holding a Python value. Keys inside a free-form
+    ``dict`` field (``train.strategy_args``) are free; every other key must name a field. With
+    ``section``, a key may start with ``<section>.`` (``synth.train=10`` on the synthetic
+    benchmark's own settings), so that keys read the same as in the pipeline configuration. A
+    root class may rename keys with a ``RENAMED`` class attribute mapping old to new names.
 
     Raises:
         ConfigError: Malformed override, unknown key (the message lists the valid keys) or a
             value of the wrong type.
     """
+    root = type(config)
+    renamed: Mapping[str, str] = getattr(root, "RENAMED", {})
     data = config_to_dict(config)
     for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(
-                f"override {item!r} is not of the form key=value (e.g. train.lr=0.01)"
-            )
+        key, value, is_text = _split(item)
+        if section and key.startswith(f"{section}."):
+            key = key[len(section) + 1 :]
+        key = renamed.get(key, key)
         parts = key.split(".")
-        cls: Any = Config
+        cls: Any = root
         node = data
         for i, part in enumerate(parts):
             path = ".".join(parts[: i + 1])
@@ -357,26 +311,31 @@ def apply_overrides(config: Config, overrides: Iterable[str]) -> Config:
                     if not isinstance(node, dict):
                         raise ConfigError(f"override {key}: {path} is not a mapping")
                 else:
-                    node[part] = _parse_value(text, Any)
+                    node[part] = _parse_value(value, Any) if is_text else value
                 continue
             types_ = _field_types(cls)
             if part not in types_:
                 raise ConfigError(
-                    f"unknown setting {path!r} in override {item!r}; valid keys: "
-                    + ", ".join(_valid_keys(Config))
+                    f"unknown setting {path!r} in override {_show(item)}; valid keys: "
+                    + ", ".join(valid_keys(root))
                 )
             tp = types_[part]
             if i == len(parts) - 1:
                 if dataclasses.is_dataclass(tp):
                     raise ConfigError(f"override {key}: {path} is a section; set one of its keys")
-                node[part] = _coerce(_parse_value(text, tp), tp, path)
+                parsed = _parse_value(value, tp) if is_text else value
+                node[part] = config_to_dict(_coerce(parsed, tp, path))
             elif dataclasses.is_dataclass(tp):
                 cls, node = tp, node[part]
             elif typing.get_origin(tp) is dict:
                 cls, node = None, node[part]
             else:
                 raise ConfigError(f"override {key}: {path} is not a section")
-    return config_from_dict(data)
+    return _from_dict(root, data)
+
+
+def _show(item: Override) -> str:
+    return repr(item if isinstance(item, str) else f"{item[0]}={item[1]!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,12 +350,17 @@ def list_presets() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def _read_yaml(preset_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+def read_preset(preset_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The nested dict of a preset name or YAML file, its ``extends`` chain merged in."""
     path = Path(preset_or_path)
     if path.suffix in (".yaml", ".yml") or path.is_file():
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
-        text, source = path.read_text(encoding="utf-8"), str(path)
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {path}: unreadable ({e})") from None
+        source = str(path)
     else:
         resource = resources.files("wsss") / "configs" / f"{preset_or_path}.yaml"
         if not resource.is_file():
@@ -422,7 +386,7 @@ def _read_yaml(preset_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict[s
     here = str(path.resolve()) if path.is_file() else str(preset_or_path)
     if key in (*seen, here):
         raise ConfigError(f"{source}: circular 'extends: {parent}'")
-    return _merge(_read_yaml(parent, (*seen, here)), data)
+    return _merge(read_preset(parent, (*seen, here)), data)
 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -432,32 +396,30 @@ def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_config(preset_or_path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
-    """Load a preset (by name) or YAML file, then apply ``key=value`` overrides.
+def load_config(
+    preset_or_path: str | Path | None = None,
+    overrides: Iterable[Override] = (),
+    *,
+    cls: type | None = None,
+    section: str | None = None,
+) -> Any:
+    """Load a preset (by name) or YAML file into ``cls``, then apply overrides.
 
     Args:
         preset_or_path: Preset name (see :func:`list_presets`), a YAML path, or None for
-            the defaults.
-        overrides: Dotted ``section.key=value`` strings, applied in order.
+            the defaults of ``cls``.
+        overrides: Dotted ``key=value`` strings or ``(key, value)`` pairs, applied in order
+            (see :func:`apply_overrides`).
+        cls: The root dataclass (default: the training :class:`~wsss.config.Config`).
+        section: Optional key prefix accepted by the overrides (see :func:`apply_overrides`).
 
     Raises:
         ConfigError: Unknown preset, unreadable YAML, unknown key or wrong type; the message
             names the setting.
     """
-    data = {} if preset_or_path is None else _read_yaml(preset_or_path)
-    return apply_overrides(config_from_dict(data), overrides)
+    if cls is None:
+        from wsss.config.training import Config
 
-
-def save_resolved(
-    config: Config, run_dir: str | Path, extra: Mapping[str, Any] | None = None
-) -> None:
-    """Write ``config.yaml`` (loadable by :func:`load_config`) and ``run_info.json``.
-
-    ``run_info.json`` records library versions, the platform, the seed and ``extra``
-    (e.g. the command line, the world size).
-    """
-    run_dir = Path(run_dir)
-    atomic_write_text(
-        run_dir / "config.yaml", yaml.safe_dump(config_to_dict(config), sort_keys=False)
-    )
-    write_run_info(run_dir, seeds={"train": config.train.seed}, extra=extra)
+        cls = Config
+    data = {} if preset_or_path is None else read_preset(preset_or_path)
+    return apply_overrides(_from_dict(cls, data), overrides, section)
