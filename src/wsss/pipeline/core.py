@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import pickle
 import shutil
 import time
 import uuid
@@ -181,12 +182,20 @@ def _from_main(fn: Callable[[], T], info: distributed.DistInfo) -> T:
         try:
             payload = [("ok", fn())]
         except BaseException as e:  # every rank must learn of it, or the others hang
-            payload = [("error", e)]
+            payload = [("error", e if _picklable(e) else WsssError(f"{type(e).__name__}: {e}"))]
     dist.broadcast_object_list(payload, src=0)
     status, value = payload[0]
     if status == "error":
         raise value
     return value
+
+
+def _picklable(obj: Any) -> bool:
+    try:
+        pickle.dumps(obj)
+    except Exception:
+        return False
+    return True
 
 
 def _failed_anywhere(failed: bool, info: distributed.DistInfo) -> bool:
