@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import sys
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -69,7 +68,8 @@ def _interrupted() -> None:
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     again = resume_command(sys.argv, RESUME_OPTIONS.get(command, ()))
     err_console.print(
-        f"[yellow]interrupted[/]: completed artefacts are kept; resume with: {escape(again)}"
+        f"[yellow]interrupted[/]: completed artefacts are kept; resume with: {escape(again)}",
+        soft_wrap=True,
     )
     sys.exit(130)
 
@@ -88,18 +88,16 @@ def main() -> None:
     try:
         app()
     except WsssError as e:
-        err_console.print(f"[bold red]error:[/] {escape(str(e))}")
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
     except OSError as e:
-        err_console.print(f"[bold red]error:[/] {escape(_os_error(e))}")
+        err_console.print(f"[bold red]error:[/] {escape(_os_error(e))}", soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         _interrupted()
     except SystemExit as e:
         # typer turns Ctrl-C into a silent exit 130; say how to resume instead.
         exit_ = e.__context__
-        if isinstance(exit_, click.exceptions.Exit) and isinstance(
-            exit_.__cause__, KeyboardInterrupt
-        ):
+        if isinstance(exit_, typer.Exit) and isinstance(exit_.__cause__, KeyboardInterrupt):
             _interrupted()
         raise
