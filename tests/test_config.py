@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 
 from wsss.cli.options import DatasetFormat, Strategy, settings
@@ -101,3 +103,8 @@ def test_enumerated_choices_match_the_registries():
 
     assert sorted(f.value for f in DatasetFormat) == DATASETS.names()
     assert sorted(s.value for s in Strategy) == STRATEGIES.names()
+    from wsss.cli.demo_cmds import DemoStrategy
+    from wsss.config.sections import DemoSection
+
+    hints = typing.get_type_hints(DemoSection)
+    assert [s.value for s in DemoStrategy] == list(typing.get_args(hints["strategy"]))

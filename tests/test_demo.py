@@ -17,7 +17,7 @@ from wsss.data.synthetic import SynthConfig
 from wsss.errors import ConfigError
 from wsss.maps.lpcam import PrototypeConfig, Prototypes, lpcam_maps_batch
 from wsss.models.classifier import CAMClassifier
-from wsss.pipeline import RunDir, demo_config, demo_pipeline
+from wsss.pipeline import PipelineConfig, RunDir, demo_config, demo_pipeline
 from wsss.pipeline.stages import lpcam_pair
 
 # A few dozen tiny images, one epoch, one scale: the pipeline's plumbing, not its quality.
@@ -66,6 +66,10 @@ def test_tiny_demo_end_to_end_and_resume(tmp_path, monkeypatch):
     HTMLParser().feed(text)
     assert text.count("data:image/png;base64,") == 3  # curves, part bars, examples
     assert f"{results['cam']['miou']:.1f}" in text
+
+    # config.yaml is the resolved pipeline configuration, loadable as such
+    saved = load_config(out / "config.yaml", cls=PipelineConfig)
+    assert saved == demo_config(TINY, device="cpu", data=out / "data")
 
     timings = json.loads((out / "timings.json").read_text())["stages"]
     assert {"data", "train_cam", "maps_cam", "eval_cam", "report"} <= set(timings)
@@ -195,6 +199,25 @@ def test_demo_stages_and_their_parameters(tmp_path):
 def test_bad_overrides_are_clear_errors(override, message):
     with pytest.raises(ConfigError, match=message):
         demo_config([override])
+
+
+def test_demo_options_are_shortcuts_onto_the_config(monkeypatch, tmp_path):
+    import wsss.pipeline.demo
+
+    seen = {}
+
+    def fake_run_demo(out, config, **kwargs):
+        seen["out"], seen["config"] = out, config
+        raise KeyboardInterrupt  # stop before any work
+
+    monkeypatch.setattr(wsss.pipeline.demo, "run_demo", fake_run_demo)
+    args = ["demo", "--out", str(tmp_path), "--no-lpcam", "--strategy", "pnoc", "--device", "cpu"]
+    args += ["--data", "d", "--set", "maps.scales=[0.5]", "train.epochs=2"]
+    CliRunner().invoke(app, args)
+    config = seen["config"]
+    assert (config.demo.lpcam, config.demo.strategy, config.data.root) == (False, "pnoc", "d")
+    assert config.train.device == config.maps.device == "cpu"
+    assert config.maps.scales == (0.5,) and config.train.epochs == config.train.val_every == 2
 
 
 def test_unknown_strategy_is_refused(tmp_path):
