@@ -15,8 +15,9 @@ Given the benchmark and a trained CAM classifier (the demo's ``synth-demo`` run)
 
 One training at a time, one thread. Every number goes to ``--out`` (JSON) and is printed.
 
-    .venv/bin/python benchmarks/saliency_synth.py --data DATA --cam RUN/checkpoints/last.safetensors \
-        --work /tmp/sal --out benchmarks/results/saliency_synth.json
+    .venv/bin/python benchmarks/saliency_synth.py --data DATA \
+        --cam RUN/checkpoints/last.safetensors --work /tmp/sal \
+        --out benchmarks/results/saliency_synth.json
 """
 
 from __future__ import annotations
