@@ -15,7 +15,9 @@ console = Console()
 err_console = Console(stderr=True)
 
 TRAIN_HELP = (
-    "Train a CAM classifier and write checkpoints and metrics into a run directory.\n\n"
+    "Train a model and write checkpoints and metrics into a run directory: by default a CAM "
+    "classifier (train.task=cam); --task ccam trains C²AM (C²AM-H with --hints), --task "
+    "saliency_detector a saliency detector on --masks.\n\n"
     "Settings come from --config (a preset or YAML file), then the dedicated options, then "
     "KEY=VALUE overrides and --set items (the last wins). Rerun with --resume to continue an "
     "interrupted run.\n\n"
@@ -52,6 +54,19 @@ def train(
     oc: Path = typer.Option(
         None, "--oc", help="Ordinary-classifier checkpoint (sets train.strategy_args.oc)."
     ),
+    task: str | None = typer.Option(
+        None, "--task", help="cam, ccam or saliency_detector (sets train.task)."
+    ),
+    hints: Path | None = typer.Option(
+        None,
+        "--hints",
+        help="C²AM-H: class-map folder of the training split (sets train.strategy_args.hints).",
+    ),
+    masks: Path | None = typer.Option(
+        None,
+        "--masks",
+        help="Saliency detector: pseudo-saliency PNG folder (sets train.strategy_args.masks).",
+    ),
     device: str | None = typer.Option(
         None, "--device", help="auto, cpu or cuda[:i] (sets train.device)."
     ),
@@ -75,6 +90,9 @@ def train(
         "data.format": None if format is None else format.value,
         "train.strategy": None if strategy is None else strategy.value,
         "train.strategy_args.oc": None if oc is None else str(oc),
+        "train.task": task,
+        "train.strategy_args.hints": None if hints is None else str(hints),
+        "train.strategy_args.masks": None if masks is None else str(masks),
         "train.device": device,
         "train.num_workers": workers,
     }

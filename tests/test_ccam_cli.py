@@ -1,0 +1,98 @@
+"""The C²AM command line: ``wsss train --task ccam --hints``, detector training on ``--masks``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from wsss.cli import app, main
+from wsss.data.datasets import build_dataset
+from wsss.data.synthetic import SynthConfig, generate_synthetic
+from wsss.io.maps import ClassMaps, MapStore
+from wsss.io.masks import MaskStore
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    config = SynthConfig(
+        seed=1,
+        train=8,
+        val=4,
+        size_min=64,
+        size_max=72,
+        head_size=(8, 12),
+        body_length=(20, 30),
+        body_width=(6, 10),
+    )
+    generate_synthetic(root, config, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def folders(synth: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Hint maps and pseudo-saliency masks of the train split, from its ground truth."""
+    root = tmp_path_factory.mktemp("folders")
+    dataset = build_dataset("voc", synth, "train")
+    hints, masks = MapStore(root / "hints"), MaskStore(root / "masks")
+    hints.root.mkdir()
+    masks.root.mkdir()
+    for sample_id in dataset.ids:
+        gt = dataset.load_mask(sample_id)
+        fg = ((gt > 0) & (gt < 255)).astype(np.float32)
+        hints.save(sample_id, ClassMaps([1], fg[None, ::4, ::4], fg[None]))
+        masks.save(sample_id, (fg * 255).astype(np.uint8))
+    return hints.root, masks.root
+
+
+TINY = [
+    "data.crop_size=48",
+    "data.resize_long=[48,64]",
+    "train.batch_size=4",
+    "train.strategy_args.direction_images=4",
+]
+
+
+def test_train_ccam_h_from_the_command_line(synth: Path, folders, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    hints, _ = folders
+    run = tmp_path / "run"
+    args = ["train", "--config", "synth-ccam", "--data", str(synth), "--out", str(run)]
+    options = ["--task", "ccam", "--hints", str(hints), "--device", "cpu", "--no-progress"]
+    result = CliRunner().invoke(app, [*args, *options, *TINY])
+    assert result.exit_code == 0, result.output
+    assert "trained ccam" in result.output
+    meta = json.loads((run / "checkpoints/last.json").read_text())
+    assert meta["task"] == "ccam" and meta["hints"] == str(hints)
+    assert meta["config"]["train"]["strategy_args"]["hints"] == str(hints)
+    assert meta["direction"]["source"] == "hints" and meta["direction"]["value"] == 1
+
+
+def test_train_the_detector_from_the_command_line(synth: Path, folders, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    _, masks = folders
+    run = tmp_path / "det"
+    args = ["train", "--config", "synth-saliency", "--data", str(synth), "--out", str(run)]
+    options = ["--masks", str(masks), "--device", "cpu", "--no-progress"]
+    small = ["data.crop_size=48", "data.resize_long=[48,64]", "train.batch_size=4"]
+    result = CliRunner().invoke(app, [*args, *options, *small])
+    assert result.exit_code == 0, result.output
+    assert "trained saliency_detector" in result.output
+    meta = json.loads((run / "checkpoints/last.json").read_text())
+    assert meta["masks"] == str(masks) and meta["saliency"] == {"salient_class": 1}
+
+
+def test_unknown_task_exits_2_with_one_line(monkeypatch, capsys, tmp_path: Path) -> None:
+    argv = ["wsss", "train", "--config", "synth-ccam", "--out", str(tmp_path / "r"), "--task", "x"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "train.task: unknown training task 'x'" in err and "Traceback" not in err
