@@ -95,4 +95,47 @@ def test_unknown_task_exits_2_with_one_line(monkeypatch, capsys, tmp_path: Path)
         main()
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert "train.task: unknown training task 'x'" in err and "Traceback" not in err
+    assert "'x' is not one of" in err and "Traceback" not in err
+
+
+def test_task_choices_are_the_registered_tasks() -> None:
+    from wsss.cli.train_cmds import Task
+    from wsss.train.tasks import TASKS
+
+    assert {t.value for t in Task} == {n for n in TASKS.names() if not n.startswith("_")}
+
+
+def test_saliency_pseudo_writes_masks(synth: Path, folders, tmp_path: Path) -> None:
+    hints, _ = folders  # one-channel maps of the foreground: usable as saliency maps
+    sal = MapStore(tmp_path / "sal")
+    sal.root.mkdir()
+    for sample_id in MapStore(hints).ids():
+        m = MapStore(hints).load(sample_id)
+        sal.save(sample_id, ClassMaps([0], m.cam * 0.5, m.hr * 0.5))
+    out = tmp_path / "pseudo"
+    args = ["saliency", "pseudo", "--data", str(synth), "--saliency", str(sal.root)]
+    result = CliRunner().invoke(app, [*args, "--out", str(out), "--crf-iterations", "0"])
+    assert result.exit_code == 0, result.output
+    assert "8 written, 0 kept" in result.output
+    dataset = build_dataset("voc", synth, "train")
+    for sample_id in dataset.ids:
+        gt = dataset.load_mask(sample_id)
+        expected = np.where((gt > 0) & (gt < 255), 255, 0)
+        labelled = dataset.load_label(sample_id).any()
+        np.testing.assert_array_equal(MaskStore(out).load(sample_id), expected * labelled)
+    # 0.5 is not above 0.6: nothing salient (existing masks are redone with --overwrite).
+    again = CliRunner().invoke(
+        app,
+        [
+            *args,
+            "--out",
+            str(out),
+            "--set",
+            "saliency.crf_iterations=0",
+            "--set",
+            "saliency.threshold=0.6",
+            "--overwrite",
+        ],
+    )
+    assert again.exit_code == 0, again.output
+    assert all(not MaskStore(out).load(i).any() for i in dataset.ids)

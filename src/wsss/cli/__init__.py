@@ -51,12 +51,14 @@ def _register_all() -> None:
         eval_cmds,
         lpcam_cmds,
         maps_cmds,
+        saliency_cmds,
         synth_cmds,
         train_cmds,
     )
 
     for module in (data_cmds, synth_cmds, eval_cmds, train_cmds, maps_cmds, lpcam_cmds, demo_cmds):
         module.register(app)
+    saliency_cmds.register(app)
 
 
 _register_all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -12,6 +13,16 @@ from wsss.cli.options import DatasetFormat, Strategy, escape, set_option, worker
 from wsss.errors import ConfigError
 
 console = Console()
+
+
+class Task(str, Enum):
+    """Training tasks (``wsss.train.tasks.TASKS``)."""
+
+    cam = "cam"
+    ccam = "ccam"
+    saliency_detector = "saliency_detector"
+
+
 err_console = Console(stderr=True)
 
 TRAIN_HELP = (
@@ -54,9 +65,7 @@ def train(
     oc: Path = typer.Option(
         None, "--oc", help="Ordinary-classifier checkpoint (sets train.strategy_args.oc)."
     ),
-    task: str | None = typer.Option(
-        None, "--task", help="cam, ccam or saliency_detector (sets train.task)."
-    ),
+    task: Task | None = typer.Option(None, "--task", help="What is trained (sets train.task)."),
     hints: Path | None = typer.Option(
         None,
         "--hints",
@@ -90,7 +99,7 @@ def train(
         "data.format": None if format is None else format.value,
         "train.strategy": None if strategy is None else strategy.value,
         "train.strategy_args.oc": None if oc is None else str(oc),
-        "train.task": task,
+        "train.task": None if task is None else task.value,
         "train.strategy_args.hints": None if hints is None else str(hints),
         "train.strategy_args.masks": None if masks is None else str(masks),
         "train.device": device,

@@ -19,6 +19,7 @@ __all__ = [
     "EvalSection",
     "MapsSection",
     "ReportSection",
+    "SaliencySection",
     "check_threshold",
 ]
 
@@ -102,3 +103,28 @@ class DemoSection:
     strategy: Literal["vanilla", "pnoc"] = "vanilla"
     lpcam: bool = True
     split: str = "train"
+
+
+@dataclass
+class SaliencySection:
+    """Class-agnostic saliency: pseudo-saliency masks and saliency evaluation (METHODS.md §6).
+
+    Attributes:
+        threshold: Salient strictly above it: the pseudo-saliency threshold and the fixed
+            (honest) threshold of the saliency metrics (0.2, the C²AM code's).
+        crf_iterations: Mean-field iterations of the two-label CRF of pseudo-saliency (10;
+            0 leaves the thresholded map unrefined and needs no ``crf`` extra).
+        seed_threshold: Background of seed masks with saliency: None (default) for
+            ``1 − saliency``, a value for the 0/1 background ``saliency < value``.
+    """
+
+    threshold: float = 0.2
+    crf_iterations: int = 10
+    seed_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        check_threshold(self.threshold, "saliency.threshold")
+        if self.crf_iterations < 0:
+            raise ConfigError(f"saliency.crf_iterations must be >= 0, got {self.crf_iterations}")
+        if self.seed_threshold is not None:
+            check_threshold(self.seed_threshold, "saliency.seed_threshold")
