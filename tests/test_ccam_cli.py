@@ -139,3 +139,35 @@ def test_saliency_pseudo_writes_masks(synth: Path, folders, tmp_path: Path) -> N
     )
     assert again.exit_code == 0, again.output
     assert all(not MaskStore(out).load(i).any() for i in dataset.ids)
+
+
+def test_eval_saliency_and_saliency_seeds(synth: Path, folders, tmp_path: Path) -> None:
+    hints, _ = folders  # the ground-truth foreground as one-channel maps: a perfect saliency
+    out = tmp_path / "sal.json"
+    args = ["eval", "--data", str(synth), "--split", "train", "--saliency", str(hints)]
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "oracle (best on the ground truth)" in result.output
+    doc = json.loads(out.read_text())
+    assert doc["protocol"] == "binary" and doc["threshold"] == 0.2
+    assert doc["miou"] == pytest.approx(100.0) and doc["best"]["oracle"] is True
+    priors = CliRunner().invoke(app, [*args, "--protocol", "priors", "--out", str(out)])
+    assert priors.exit_code == 0, priors.output
+    assert json.loads(out.read_text())["protocol"] == "priors"
+    # Seeds: the hints as class maps of class 1 only cover images labelled with class 1;
+    # here they serve as both, and the class maps are the ground truth's own classes.
+    dataset = build_dataset("voc", synth, "train")
+    cams = MapStore(tmp_path / "cams")
+    cams.root.mkdir()
+    for sample_id in dataset.ids:
+        gt = dataset.load_mask(sample_id)
+        keys = np.flatnonzero(dataset.load_label(sample_id) > 0.5) + 1
+        hr = np.stack([(gt == k).astype(np.float32) for k in keys]) if len(keys) else None
+        hr = np.zeros((0, *gt.shape), np.float32) if hr is None else hr
+        cams.save(sample_id, ClassMaps(keys, hr[:, ::4, ::4], hr))
+    seeds = CliRunner().invoke(app, [*args, "--maps", str(cams.root), "--out", str(out)])
+    assert seeds.exit_code == 0, seeds.output
+    doc = json.loads(out.read_text())
+    assert doc["background"] == "1 - saliency" and doc["miou"] == pytest.approx(100.0)
+    refused = CliRunner().invoke(app, [*args, "--maps", str(cams.root), "--threshold", "0.3"])
+    assert refused.exit_code != 0 and "drop --threshold" in str(refused.exception)

@@ -48,8 +48,21 @@ EVAL_HELP = (
     "0.3); --sweep also tries a grid of thresholds and reports the best one, an oracle number "
     "since it is chosen on the ground truth.\n\n"
     "Example:\n\n"
-    "  wsss eval --data VOC2012 --split train --maps runs/cam/maps --sweep --out res.json"
+    "  wsss eval --data VOC2012 --split train --maps runs/cam/maps --sweep --out res.json\n\n"
+    "Saliency (C²AM): --saliency DIR alone scores one-channel saliency maps (mIoU of background "
+    "vs any class, precision, recall) at saliency.threshold (0.2) and over a sweep whose best "
+    "row is an oracle; --protocol priors is P-NOC's Table 6 (ground-truth classes as priors). "
+    "With --maps, --saliency DIR gives the seed masks a saliency background (1 - saliency, or "
+    "saliency < saliency.seed_threshold) instead of --threshold:\n\n"
+    "  wsss eval --data VOC2012 --split train --saliency runs/ccam-h-maps --protocol priors"
 )
+
+
+class Protocol(str, Enum):
+    """Saliency evaluation protocols (wsss.evaluate.saliency)."""
+
+    binary = "binary"
+    priors = "priors"
 
 
 def eval_command(
@@ -95,11 +108,23 @@ def eval_command(
         False, "--ignore-as-background", help="Count 255 in predicted masks as background."
     ),
     workers: int = workers_option(0, "reading maps and masks"),
+    saliency: Path | None = typer.Option(
+        None,
+        "--saliency",
+        help="Folder of one-channel saliency maps <id>.npz: scored alone, or with --maps the "
+        "seed masks' background.",
+    ),
+    protocol: Protocol = typer.Option(
+        Protocol.binary, "--protocol", help="Saliency protocol (with --saliency alone)."
+    ),
 ) -> None:
     from wsss.config.sections import EvalSection, check_threshold
     from wsss.data.datasets import build_dataset
     from wsss.evaluate import evaluate, parse_thresholds, print_result, save_threshold_curve
 
+    if saliency is not None:
+        _eval_saliency(data, format, split, saliency, maps, masks, protocol, threshold, sets, out)
+        return
     if (maps is None) == (masks is None):
         raise ConfigError("give exactly one of --maps DIR (class maps) or --masks DIR (masks)")
     if masks is not None and maps_format is not MapsFormat.wsss:
@@ -161,6 +186,73 @@ def _save(result: dict, out: Path, sweep: bool, save_curve) -> None:
                 f"in {out}"
             ) from e
         typer.echo(f"wrote {curve}")
+
+
+def _eval_saliency(
+    data: Path,
+    format: DatasetFormat,
+    split: str,
+    saliency: Path,
+    maps: Path | None,
+    masks: Path | None,
+    protocol: Protocol,
+    threshold: float | None,
+    sets: list[str] | None,
+    out: Path | None,
+) -> None:
+    """``--saliency``: saliency metrics, or (with ``--maps``) seeds with a saliency background."""
+    from wsss.config.sections import SaliencySection
+    from wsss.data.datasets import build_dataset
+    from wsss.evaluate import print_result
+    from wsss.evaluate.saliency_split import evaluate_saliency, evaluate_saliency_seeds
+
+    if masks is not None:
+        raise ConfigError("--saliency goes with --maps (seed masks) or alone, not with --masks")
+    if maps is not None and threshold is not None:
+        raise ConfigError(
+            "with --saliency the seeds' background comes from the saliency maps: drop "
+            "--threshold (a saliency threshold is --set saliency.seed_threshold=T)"
+        )
+    config = settings(
+        SaliencySection,
+        sets,
+        {"threshold": threshold},
+        section="saliency",
+    )
+    if out is not None:
+        check_output_file(out, "--out")
+    dataset = build_dataset(format.value, data, split)
+    if maps is not None:
+        result = evaluate_saliency_seeds(dataset, maps, saliency, config.seed_threshold)
+        print_result(result)
+    else:
+        result = evaluate_saliency(dataset, saliency, protocol.value, config.threshold)
+        _print_saliency(result)
+    if out is not None:
+        _save(result, out, False, None)
+
+
+def _print_saliency(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"saliency ({result['protocol']}), {result['num_images']} images")
+    for column in ("threshold", "mIoU", "precision", "recall", ""):
+        table.add_column(column, justify="right")
+
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+
+    best = result["best"]
+    for row, note in ((result, "fixed"), (best, "oracle (best on the ground truth)")):
+        table.add_row(
+            f"{row['threshold']:g}",
+            fmt(row["miou"]),
+            fmt(row["precision"]),
+            fmt(row["recall"]),
+            note,
+        )
+    Console().print(table)
 
 
 def register(app: typer.Typer) -> None:
