@@ -142,6 +142,9 @@ def run_with_results(tmp_path):
             save_class_maps(
                 run.maps_dir(method) / f"{sample_id}.npz", fake_maps(dataset, sample_id)
             )
+    metrics = run.train_dir("cam") / "metrics.jsonl"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text('{"step": 5, "loss": 0.9, "lr": 0.1}\n{"step": 5, "val/map": 0.5}\n')
     run.record_timing("train", 200.0)
     run.record_timing("cams", 50.0)
     run.write_config({"train": {"epochs": 8, "backbone": "resnet10t"}}, {"seed": 0})
@@ -160,10 +163,14 @@ def test_report_contains_table_values_and_embedded_images(run_with_results):
     assert "oracle" in page
     assert "resnet10t" in page and "train.epochs" in page
     assert "200.0" in page and "80.0" in page  # train share of total time
-    assert doc.external == []
-    # threshold curves, part bars, per-class bars, confusion matrix of the worst-ranking seed
-    # masks, the fixed and the worst example grids
-    assert len(doc.images) == 6
+    # the only links lead to the run's artefacts, relative to the report
+    assert "train/cam/" in doc.external and "maps/lpcam/" in doc.external
+    for href in doc.external:
+        assert not href.startswith(("/", "file:", "http")) and (run.path / href).exists()
+    assert 'id="training"' in text
+    # threshold curves, training curves, part bars, per-class bars, confusion matrix of the
+    # worst-ranking seed masks, the fixed and the worst example grids
+    assert len(doc.images) == 7
     for src in doc.images:
         header, data = src.split(",", 1)
         assert header == "data:image/png;base64"

@@ -128,7 +128,7 @@ def _result_sections(page: _Page, results: Mapping[str, Mapping[str, Any]]) -> N
             curves = _png(threshold_curves(entries, "saliency" if kind == "saliency" else "seed"))
             if curves is not None:
                 content.append(tables.image_block(curves, f"{kind} threshold curves"))
-        page.section(kind, KINDS[kind], *content)
+        page.section(kind.replace("_", "-"), KINDS[kind], *content)
     parts = _png(part_bars(results))
     if parts is not None:
         page.section(
@@ -207,6 +207,7 @@ def _examples_section(
             )
         if choice.worst and choice.ranked_by is not None:
             notes = {i: f"IoU {choice.scores[i]:.1f}" for i in choice.worst}
+            ranked = sum(1 for v in choice.scores.values() if np.isfinite(v))
             fig, values = example_grid(dataset, choice.worst, columns, notes)
             drawn |= values
             rank = html.escape(choice.ranked_by.title)
@@ -216,7 +217,7 @@ def _examples_section(
                     f"{example_set.title}: worst examples",
                     f"<b>Worst examples</b>: the {len(choice.worst)} images with the lowest "
                     f"per-image IoU of <b>{rank}</b> (mean IoU over the classes in the ground "
-                    f"truth or the prediction) out of {len(choice.scores)}, lowest first.",
+                    f"truth or the prediction) out of {ranked}, lowest first.",
                     caption_first=True,
                 )
             )
