@@ -428,3 +428,25 @@ def test_sample_report_with_eight_methods(tmp_path, no_drawing):
         assert (tmp_path / link).is_dir()
     assert "(missing)" in text  # results.json is not written by the fixture
     assert set(sample_training()) == {"cam", "pnoc", "segmentation"}
+
+
+def test_docs_report_example_runs_as_written(tmp_path, monkeypatch, no_drawing):
+    docs = Path(__file__).resolve().parents[1] / "docs" / "report.md"
+    blocks = re.findall(r"^```python\n(.*?)^```", docs.read_text(encoding="utf-8"), re.S | re.M)
+    assert len(blocks) == 1
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "report_docs"}
+    exec(compile(blocks[0], "docs/report.md", "exec"), namespace)
+    text = namespace["path"].read_text(encoding="utf-8")
+    assert sections(text) == [
+        "command",
+        "seeds",
+        "pseudo-masks",
+        "training",
+        "confusion",
+        "examples",
+        "artefacts",
+    ]
+    assert '<a href="pseudo/"><code>pseudo</code></a>' in text
+    # ground truth as prediction: every image is perfect, so the worst are any two
+    assert "<b>Worst examples</b>: the 2 images" in text

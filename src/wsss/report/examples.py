@@ -209,7 +209,7 @@ def example_grid(
             else:
                 ax.imshow(cell, interpolation="nearest")
             if r == 0:
-                ax.set_title("\n".join(textwrap.wrap(titles[c], 18)), fontsize=8)
+                ax.set_title("\n".join(textwrap.wrap(titles[c], 18)), fontsize=9)
         present = [dataset.classes[k] for k in np.flatnonzero(dataset.load_label(sample_id))]
         label = [sample_id, *textwrap.wrap(", ".join(present), 22)]
         if row_notes and sample_id in row_notes:

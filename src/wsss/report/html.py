@@ -77,6 +77,9 @@ summary { cursor: pointer; }
 }
 """
 
+# Example grids are pictures: they may shrink further than figures of text before scrolling.
+GRID_MIN_SCALE = 0.6
+
 _KIND_NOTES = {
     "seeds": "Percentages. mIoU is the mean over all classes including background; FP, FN, "
     "precision and recall are means over the foreground classes. Head/body recall and "
@@ -203,6 +206,7 @@ def _examples_section(
                     f"<b>Fixed examples</b>: {len(choice.fixed)} images spread evenly over the "
                     "split.",
                     caption_first=True,
+                    min_scale=GRID_MIN_SCALE,
                 )
             )
         if choice.worst and choice.ranked_by is not None:
@@ -219,6 +223,7 @@ def _examples_section(
                     f"per-image IoU of <b>{rank}</b> (mean IoU over the classes in the ground "
                     f"truth or the prediction) out of {ranked}, lowest first.",
                     caption_first=True,
+                    min_scale=GRID_MIN_SCALE,
                 )
             )
         if not grids:

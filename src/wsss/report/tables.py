@@ -85,13 +85,16 @@ def table(
     return "".join(out)
 
 
-def image_block(png: bytes, alt: str, caption: str = "", caption_first: bool = False) -> str:
-    """An inlined PNG figure. A large figure keeps at least 70 % of its size and scrolls
-    inside its box on a narrow window rather than shrinking to unreadable text."""
+def image_block(
+    png: bytes, alt: str, caption: str = "", caption_first: bool = False, min_scale: float = 0.7
+) -> str:
+    """An inlined PNG figure. A figure wider than 700 px keeps at least ``min_scale`` of its
+    size and scrolls inside its box on a narrow window rather than shrinking to unreadable
+    text."""
     with Image.open(io.BytesIO(png)) as img:
         width = img.width
     data = base64.b64encode(png).decode("ascii")
-    style = f' style="min-width: {round(0.7 * width)}px"' if width > 700 else ""
+    style = f' style="min-width: {round(min_scale * width)}px"' if width > 700 else ""
     cap = f"<figcaption>{caption}</figcaption>" if caption else ""
     img = (
         f'<div class="scroll"><img alt="{html.escape(alt)}"{style} '
