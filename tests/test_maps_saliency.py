@@ -81,3 +81,34 @@ def test_detector_maps_are_mean_probabilities_not_renormalised() -> None:
 def test_other_models_are_refused() -> None:
     with pytest.raises(ValueError, match="gives no saliency"):
         saliency_maps_batch(nn.Conv2d(3, 5, 1), [_image()], scales=[1.0])
+
+
+def test_the_ccam_method_runs_through_the_shared_runner(tmp_path) -> None:
+    from pathlib import Path
+
+    from wsss.data.base import SegmentationDataset
+    from wsss.io.maps import MapStore
+    from wsss.maps.runner import run_maps
+
+    class Two(SegmentationDataset):
+        def __init__(self) -> None:
+            self.root, self.split, self.classes, self.ids = Path("."), "train", ["x"], ["a", "b"]
+
+        def load_image(self, sample_id: str) -> np.ndarray:
+            size = (32, 48) if sample_id == "a" else (24, 40)
+            return _image(*size, seed=len(sample_id)).permute(1, 2, 0).numpy()
+
+        def load_label(self, sample_id: str) -> np.ndarray:
+            return np.array([sample_id == "a"], np.float32)  # "b" has no label: still mapped
+
+    torch.manual_seed(0)
+    model = CCAM("resnet10t", output_stride=8).eval()
+    result = run_maps("ccam", model, Two(), tmp_path / "sal", scales=[1.0], channels_last=False)
+    assert result.complete and result.written == 2
+    store = MapStore(tmp_path / "sal")
+    for sample_id in ("a", "b"):
+        maps = store.load(sample_id)
+        image = torch.from_numpy(Two().load_image(sample_id)).permute(2, 0, 1)
+        (direct,) = saliency_maps_batch(model, [image], scales=[1.0])
+        assert maps.keys.tolist() == [AGNOSTIC_KEY] and maps.hr.shape[1:] == image.shape[1:]
+        np.testing.assert_allclose(maps.hr, direct.hr, atol=1e-5)

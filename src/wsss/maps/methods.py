@@ -47,7 +47,7 @@ MAP_METHODS: Registry[MapMethod] = Registry("map method")
 MAP_METHODS.register("cam")(cam_maps_batch)
 
 # Modules that register further built-in methods when imported.
-_BUILTIN_MODULES = ("wsss.maps.lpcam",)
+_BUILTIN_MODULES = ("wsss.maps.lpcam", "wsss.maps.saliency")
 
 
 def get_map_method(name: str) -> MapMethod:

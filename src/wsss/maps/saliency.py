@@ -25,9 +25,16 @@ import torch
 from torch import nn
 
 from wsss.io.maps import ClassMaps
+from wsss.maps.methods import MAP_METHODS
 from wsss.maps.tta import as_image_tensor, multiscale_flip, normalize_maps, size_groups
 
-__all__ = ["AGNOSTIC_KEY", "is_saliency_model", "saliency_forward", "saliency_maps_batch"]
+__all__ = [
+    "AGNOSTIC_KEY",
+    "ccam_maps",
+    "is_saliency_model",
+    "saliency_forward",
+    "saliency_maps_batch",
+]
 
 AGNOSTIC_KEY = 0
 
@@ -99,3 +106,21 @@ def saliency_maps_batch(
         for j, i in enumerate(group):
             out[i] = ClassMaps([AGNOSTIC_KEY], strided[j].cpu().numpy(), hr[j].cpu().numpy())
     return out
+
+
+def ccam_maps(
+    model: nn.Module,
+    images: Sequence[torch.Tensor],
+    class_indices: Sequence[Sequence[int] | None],
+    *,
+    scales: Sequence[float],
+    device: torch.device | str | None = None,
+    amp: bool = True,
+    **tta: Any,
+) -> list[ClassMaps]:
+    """The ``ccam`` map method: :func:`saliency_maps_batch`; ``class_indices`` are ignored
+    (saliency is class-agnostic)."""
+    return saliency_maps_batch(model, images, scales=scales, device=device, amp=amp, **tta)
+
+
+MAP_METHODS.register("ccam")(ccam_maps)
