@@ -35,6 +35,7 @@ TINY = [
     "demo.scales=[1.0]",
     "demo.examples=3",
     "lpcam.k=2",
+    "demo.ccam=false",  # C²AM stages: tests/test_ccam_demo.py
 ]
 
 
@@ -164,7 +165,10 @@ def test_demo_stages_and_their_parameters(tmp_path):
     stages = {s.name: s for s in demo_pipeline(run, config).stages}
     assert list(stages) == [
         *("data", "train_cam", "maps_cam", "eval_cam", "train_pnoc", "maps_pnoc", "eval_pnoc"),
-        *("lpcam_fit", "maps_lpcam", "eval_lpcam", "eval_lpcam_f", "report"),
+        *("lpcam_fit", "maps_lpcam", "eval_lpcam", "eval_lpcam_f"),
+        *("train_c2am", "train_c2am_h", "maps_c2am", "maps_c2am_h"),
+        *("eval_saliency_c2am", "eval_saliency_c2am_h", "pseudo_saliency_c2am_h"),
+        *("eval_cam_saliency", "report"),
     ]
     root = str(run.path / "data")
     data = {"root": root, "split": "train", "format": "voc"}

@@ -98,11 +98,16 @@ class DemoSection:
             the ordinary classifier).
         lpcam: Also fit LPCAM prototypes and compute LPCAM and LPCAM-F maps.
         split: Split on which maps are computed and evaluated.
+        ccam: Also train C²AM and C²AM-H (hints: the CAMs), compute and score their saliency
+            maps, the C²AM-H pseudo-saliency masks and the CAM seeds with a saliency
+            background (needs ``split`` = ``data.split``: the hints are CAMs of the training
+            images).
     """
 
     strategy: Literal["vanilla", "pnoc"] = "vanilla"
     lpcam: bool = True
     split: str = "train"
+    ccam: bool = True
 
 
 @dataclass
@@ -116,11 +121,18 @@ class SaliencySection:
             0 leaves the thresholded map unrefined and needs no ``crf`` extra).
         seed_threshold: Background of seed masks with saliency: None (default) for
             ``1 − saliency``, a value for the 0/1 background ``saliency < value``.
+        train_preset: Training preset (or YAML file) of the pipeline's C²AM and C²AM-H
+            stages (``synth-ccam``: the CPU recipe of the demo).
+        train: ``key=value`` overrides of that training configuration (e.g.
+            ``["train.epochs=2"]``); the pipeline's ``train.device`` and ``train.num_workers``
+            apply too.
     """
 
     threshold: float = 0.2
     crf_iterations: int = 10
     seed_threshold: float | None = None
+    train_preset: str = "synth-ccam"
+    train: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_threshold(self.threshold, "saliency.threshold")

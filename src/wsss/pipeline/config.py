@@ -8,6 +8,7 @@
     maps                 class maps of every map stage (TTA scales, device)
     lpcam                LPCAM prototypes (:class:`~wsss.maps.lpcam.PrototypeConfig`)
     eval                 seed-mask evaluation (fixed threshold, sweep grid)
+    saliency             C²AM saliency: thresholds, pseudo-saliency CRF, training preset
     report               the HTML report
     demo                 which stages the demo runs (strategy, LPCAM, split)
 
@@ -30,6 +31,7 @@ from wsss.config.sections import (
     EvalSection,
     MapsSection,
     ReportSection,
+    SaliencySection,
     check_threshold,
 )
 from wsss.data.synthetic import SynthConfig
@@ -62,6 +64,7 @@ class PipelineConfig:
     maps: MapsSection = field(default_factory=MapsSection)
     lpcam: PrototypeConfig = field(default_factory=PrototypeConfig)
     eval: EvalSection = field(default_factory=EvalSection)
+    saliency: SaliencySection = field(default_factory=SaliencySection)
     report: ReportSection = field(default_factory=ReportSection)
     demo: DemoSection = field(default_factory=DemoSection)
 

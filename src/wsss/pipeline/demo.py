@@ -11,6 +11,12 @@ Stages (each skipped when its outputs are complete, so an interrupted demo resum
     lpcam_fit    LPCAM prototypes of the vanilla classifier (demo.lpcam)
     maps_lpcam   LPCAM and LPCAM-F maps (one feature pass for both)
     eval_lpcam, eval_lpcam_f
+    train_c2am   (demo.ccam) C²AM (synth-ccam; backbone from the CAM classifier)
+    train_c2am_h C²AM-H, hints from the CAMs of the training split
+    maps_c2am, maps_c2am_h          one-channel saliency maps (map method ccam)
+    eval_saliency_c2am, eval_saliency_c2am_h
+    pseudo_saliency_c2am_h          pseudo-saliency masks (threshold + two-label CRF)
+    eval_cam_saliency               CAM seeds with the C²AM-H saliency as background
     report       report.html
 
 LPCAM uses the vanilla classifier, so ``cam`` / ``lpcam`` / ``lpcam_f`` compare maps of one
@@ -34,6 +40,12 @@ from wsss.config.core import Override, override_key
 from wsss.pipeline.config import PipelineConfig, pipeline_config
 from wsss.pipeline.core import Pipeline, Stage, StageReport
 from wsss.pipeline.rundir import RunDir
+from wsss.pipeline.saliency_stages import (
+    PseudoSaliencyStage,
+    SaliencyEvalStage,
+    SaliencySeedsStage,
+    ccam_training_config,
+)
 from wsss.pipeline.stages import (
     DataSpec,
     EvalStage,
@@ -168,14 +180,72 @@ def demo_pipeline(
         for method in LPCAMMapsStage.methods:
             stages.append(EvalStage(method, data, requires=("maps_lpcam",), **evals))
             evaluations.append(f"eval_{method}")
-    title = (
-        f"wsss demo: {demo.strategy}{' + LPCAM' if demo.lpcam else ''} on the synthetic benchmark"
-    )
+    if demo.ccam:
+        stages += _saliency_stages(run, config, root, data, maps, progress)
+        evaluations += ["eval_saliency_c2am", "eval_saliency_c2am_h", "eval_cam_saliency"]
+    extras = (" + LPCAM" if demo.lpcam else "") + (" + C²AM" if demo.ccam else "")
+    title = f"wsss demo: {demo.strategy}{extras} on the synthetic benchmark"
     threshold = config.eval.threshold
     stages.append(
         ReportStage(data, config.report.examples, threshold, title, requires=tuple(evaluations))
     )
     return Pipeline(stages)
+
+
+def _saliency_stages(
+    run: RunDir,
+    config: PipelineConfig,
+    root: Path,
+    data: DataSpec,
+    maps: dict[str, Any],
+    progress: bool,
+) -> list[Stage]:
+    """C²AM and C²AM-H on the classifier's training split, their maps and evaluations."""
+    from wsss.errors import ConfigError
+
+    train_split = config.data.split
+    if config.demo.split != train_split:
+        raise ConfigError(
+            f"demo.ccam needs demo.split ({config.demo.split!r}) = data.split ({train_split!r}): "
+            "C²AM-H's hints are the CAMs of its training images; set demo.ccam=false otherwise"
+        )
+    sal = config.saliency
+    train_data = DataSpec(root, train_split, "voc")
+    backbone = run.checkpoint("cam")
+    shared = (
+        ("train.device", config.train.device),
+        ("train.num_workers", config.train.num_workers),
+        *sal.train,
+    )
+    plain = ccam_training_config(sal.train_preset, train_data, backbone, overrides=shared)
+    hinted = ccam_training_config(
+        sal.train_preset, train_data, backbone, run.maps_dir("cam"), overrides=shared
+    )
+    evals = {"threshold": sal.threshold, "progress": progress}
+    return [
+        TrainStage("c2am", plain, requires=("data", "train_cam"), progress=progress),
+        TrainStage("c2am_h", hinted, requires=("data", "train_cam", "maps_cam"), progress=progress),
+        MapsStage("c2am", "c2am", data, map_method="ccam", requires=("train_c2am",), **maps),
+        MapsStage("c2am_h", "c2am_h", data, map_method="ccam", requires=("train_c2am_h",), **maps),
+        SaliencyEvalStage("c2am", data, requires=("maps_c2am",), **evals),
+        SaliencyEvalStage("c2am_h", data, requires=("maps_c2am_h",), **evals),
+        PseudoSaliencyStage(
+            "c2am_h",
+            data,
+            sal.threshold,
+            sal.crf_iterations,
+            workers=min(2, os.cpu_count() or 1),
+            requires=("maps_c2am_h",),
+        ),
+        SaliencySeedsStage(
+            "cam",
+            "c2am_h",
+            data,
+            seed_threshold=sal.seed_threshold,
+            requires=("maps_cam", "maps_c2am_h"),
+            progress=progress,
+        ),
+    ]
 
 
 @dataclass
