@@ -81,3 +81,22 @@ def test_ccam_needs_the_training_split(tmp_path) -> None:
     config = demo_config([*TINY, "demo.split=val"], device="cpu")
     with pytest.raises(ConfigError, match=r"demo\.ccam needs demo\.split"):
         demo_pipeline(RunDir(tmp_path / "run"), config)
+
+
+def test_the_ccam_option_is_a_shortcut(monkeypatch, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    import wsss.pipeline.demo
+    from wsss.cli import app
+
+    seen = {}
+
+    def fake_run_demo(out, config, **kwargs):
+        seen["config"] = config
+        raise KeyboardInterrupt  # stop before any work
+
+    monkeypatch.setattr(wsss.pipeline.demo, "run_demo", fake_run_demo)
+    CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--no-ccam"])
+    assert seen["config"].demo.ccam is False
+    CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--set", "saliency.threshold=0.3"])
+    assert seen["config"].demo.ccam is True and seen["config"].saliency.threshold == 0.3

@@ -86,7 +86,8 @@ def demo(
         None,
         metavar="KEY=VALUE...",
         help="Settings, as with --set: synth.* (benchmark), train.*/model.*/data.* "
-        "(classifier), maps.*, lpcam.*, eval.*, report.*, demo.* (e.g. maps.scales=[1.0,0.5]).",
+        "(classifier), maps.*, lpcam.*, eval.*, saliency.*, report.*, demo.* "
+        "(e.g. maps.scales=[1.0,0.5]).",
     ),
     sets: list[str] = set_option("train.epochs=4"),
     out: Path | None = typer.Option(
@@ -108,6 +109,12 @@ def demo(
     ),
     lpcam: bool | None = typer.Option(
         None, "--lpcam/--no-lpcam", help="Also run LPCAM and LPCAM-F (sets demo.lpcam)."
+    ),
+    ccam: bool | None = typer.Option(
+        None,
+        "--ccam/--no-ccam",
+        help="Also run C²AM and C²AM-H saliency, pseudo-saliency and CAM seeds with a saliency "
+        "background (sets demo.ccam).",
     ),
     device: str | None = typer.Option(
         None, "--device", help="auto, cpu or cuda[:i] (sets train.device and maps.device)."
@@ -152,6 +159,7 @@ def demo(
             preset=preset or "demo",
             strategy=None if strategy is None else strategy.value,
             lpcam=lpcam,
+            ccam=ccam,
             device=device,
             data=data,
         )

@@ -77,16 +77,18 @@ def demo_config(
     preset: str | Path | None = "demo",
     strategy: str | None = None,
     lpcam: bool | None = None,
+    ccam: bool | None = None,
     device: str | None = None,
     data: str | os.PathLike | None = None,
 ) -> PipelineConfig:
     """The demo's settings: the ``demo`` preset, then the shortcuts, then ``key=value`` overrides.
 
     The shortcuts are the ``wsss demo`` options and set the same fields as overrides would:
-    ``strategy`` → ``demo.strategy``, ``lpcam`` → ``demo.lpcam``, ``device`` →
-    ``train.device`` and ``maps.device``, ``data`` → ``data.root`` (None leaves a field as the
-    preset has it). Overrides use the pipeline's sections: ``synth.train=400``, ``lpcam.k=8``,
-    ``maps.scales=[1.0,0.5]``, ``eval.threshold=0.25``, ``train.epochs=2``.
+    ``strategy`` → ``demo.strategy``, ``lpcam`` → ``demo.lpcam``, ``ccam`` → ``demo.ccam``,
+    ``device`` → ``train.device`` and ``maps.device``, ``data`` → ``data.root`` (None leaves a
+    field as the preset has it). Overrides use the pipeline's sections: ``synth.train=400``,
+    ``lpcam.k=8``, ``maps.scales=[1.0,0.5]``, ``eval.threshold=0.25``, ``train.epochs=2``,
+    ``saliency.threshold=0.3``.
 
     Unless an override sets ``train.val_every``, the classifier is validated once, after its
     last epoch (``train.val_every`` = ``train.epochs``): validation there does not change the
@@ -99,6 +101,7 @@ def demo_config(
     shortcuts = {
         "demo.strategy": strategy,
         "demo.lpcam": lpcam,
+        "demo.ccam": ccam,
         "train.device": device,
         "maps.device": device,
         "data.root": None if data is None else str(data),
