@@ -168,6 +168,20 @@ def test_eval_saliency_and_saliency_seeds(synth: Path, folders, tmp_path: Path) 
     seeds = CliRunner().invoke(app, [*args, "--maps", str(cams.root), "--out", str(out)])
     assert seeds.exit_code == 0, seeds.output
     doc = json.loads(out.read_text())
-    assert doc["background"] == "1 - saliency" and doc["miou"] == pytest.approx(100.0)
+    assert doc["background"] == "saliency < t" and doc["miou"] == pytest.approx(100.0)
+    soft = CliRunner().invoke(
+        app,
+        [
+            *args,
+            "--maps",
+            str(cams.root),
+            "--set",
+            "saliency.seed_threshold=null",
+            "--out",
+            str(out),
+        ],
+    )
+    assert soft.exit_code == 0, soft.output
+    assert json.loads(out.read_text())["background"] == "1 - saliency"
     refused = CliRunner().invoke(app, [*args, "--maps", str(cams.root), "--threshold", "0.3"])
     assert refused.exit_code != 0 and "drop --threshold" in str(refused.exception)

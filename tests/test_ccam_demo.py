@@ -45,7 +45,8 @@ def test_demo_with_ccam_end_to_end(tmp_path) -> None:
             assert entry[name] is None or 0 <= entry[name] <= 100
         assert entry["best"]["miou"] >= entry["miou"] - 1e-9
     seeds = results["cam_saliency"]
-    assert seeds["background"] == "1 - saliency" and seeds["oracle"] is False
+    assert seeds["background"] == "saliency < t" and seeds["saliency_threshold"] == 0.2
+    assert seeds["oracle"] is False
     assert {"miou", "fp", "fn", "precision", "recall", "per_class"} <= set(seeds)
     run = RunDir(out)
     for name in ("c2am", "c2am_h"):

@@ -52,8 +52,8 @@ EVAL_HELP = (
     "Saliency (C²AM): --saliency DIR alone scores one-channel saliency maps (mIoU of background "
     "vs any class, precision, recall) at saliency.threshold (0.2) and over a sweep whose best "
     "row is an oracle; --protocol priors is P-NOC's Table 6 (ground-truth classes as priors). "
-    "With --maps, --saliency DIR gives the seed masks a saliency background (1 - saliency, or "
-    "saliency < saliency.seed_threshold) instead of --threshold:\n\n"
+    "With --maps, --saliency DIR gives the seed masks a saliency background (saliency < "
+    "saliency.seed_threshold, 0.2; null for 1 - saliency) instead of --threshold:\n\n"
     "  wsss eval --data VOC2012 --split train --saliency runs/ccam-h-maps --protocol priors"
 )
 
