@@ -88,8 +88,61 @@ def _short(r: dict) -> dict:
     return out
 
 
+def _f(value: float | None) -> str:
+    return "   —" if value is None else f"{value:5.1f}"
+
+
+def summary(doc: dict) -> str:
+    """The tables of docs/saliency.md, from a result document."""
+    lines = [
+        f"{doc['settings']['images']} train images, TTA scales {doc['settings']['scales']}",
+        "",
+        "saliency (binary: background vs any class; % ; fixed threshold 0.2, oracle = best)",
+        f"{'maps':14} {'mIoU':>5} {'P':>5} {'R':>5} | {'oracle':>6} {'t':>4} | "
+        f"{'Table6':>6} {'oracle':>6} | direction (border / interior; flipped mIoU)",
+    ]
+
+    def row(name: str, e: dict) -> str:
+        s, p = e["saliency"], e.get("saliency_priors")
+        text = (
+            f"{name:14} {_f(s['miou'])} {_f(s['precision'])} {_f(s['recall'])} | "
+            f"{_f(s['best']['miou']):>6} {s['best']['threshold']:4.2f} | "
+        )
+        text += f"{_f(p['miou']):>6} {_f(p['best']['miou']):>6} | " if p else f"{'':>13} | "
+        d = e.get("direction")
+        if d:
+            text += (
+                f"stored {d['value']:+d} ({d['source']}), detected {d['detected']:+d} "
+                f"({d['border']:.3f} / {d['interior']:.3f}; flipped {_f(e['flipped_miou'])}) "
+                f"{'right' if e['direction_right'] else 'WRONG'}"
+            )
+        return text
+
+    for name, entry in doc["runs"].items():
+        lines.append(row(name, entry))
+    pseudo = doc["pseudo_saliency"]
+    lines.append(
+        f"{'pseudo (c2am_h)':14} {_f(pseudo['miou'])} {_f(pseudo['precision'])} "
+        f"{_f(pseudo['recall'])} |  (masks: threshold 0.2 + CRF)"
+    )
+    if "detector" in doc:
+        lines.append(row("detector", doc["detector"]))
+    lines += [
+        "",
+        "CAM seed masks (train split, %)",
+        f"{'background':28} {'mIoU':>5} {'P':>5} {'R':>5}",
+    ]
+    for name, e in doc["seeds"].items():
+        lines.append(f"{name:28} {_f(e['miou'])} {_f(e['precision'])} {_f(e['recall'])}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--summarize", type=Path, default=None, help="print a result file")
+    if parser.parse_known_args(argv)[0].summarize is not None:
+        print(summary(json.loads(parser.parse_known_args(argv)[0].summarize.read_text())))
+        return 0
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--cam", type=Path, required=True, help="CAM classifier checkpoint")
     parser.add_argument("--work", type=Path, required=True)
@@ -174,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds[f"cam_bg_{name}_t0.2"] = _short(hard)
     doc["seeds"] = seeds
     print("seeds", json.dumps(seeds), flush=True)
+    print(summary(doc))
     if args.out:
         atomic_write_json(args.out, doc)
     return 0
