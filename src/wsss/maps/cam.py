@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from wsss.data.transforms import normalize
 from wsss.io.maps import ClassMaps
+from wsss.maps.methods import MapMethod, register_map_method
 from wsss.maps.tta import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_SCALES,
@@ -26,7 +27,7 @@ from wsss.maps.tta import (
 )
 from wsss.models.classifier import CAMClassifier
 
-__all__ = ["cam_forward", "cam_maps", "cam_maps_batch", "predicted_classes"]
+__all__ = ["CAMMethod", "cam_forward", "cam_maps", "cam_maps_batch", "predicted_classes"]
 
 
 def cam_forward(model: CAMClassifier, class_indices: Sequence[int] | None = None) -> Forward:
@@ -99,6 +100,7 @@ def cam_maps_batch(
     device: torch.device | str | None = None,
     amp: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    forward_batch: int | None = None,
 ) -> list[ClassMaps]:
     """TTA class maps of several images; images of equal size share forward passes.
 
@@ -112,6 +114,8 @@ def cam_maps_batch(
         device: Where the model runs; default its current device.
         amp: Autocast on CUDA.
         max_pixels: Cap on input pixels per forward pass (see ``multiscale_flip``).
+        forward_batch: Inputs per forward call; None: one on the CPU, no limit on a GPU
+            (see ``multiscale_flip``).
 
     Returns:
         One :class:`ClassMaps` per image, keys = class index + 1, channels max-normalised.
@@ -145,6 +149,7 @@ def cam_maps_batch(
         device=device,
         amp=amp,
         max_pixels=max_pixels,
+        forward_batch=forward_batch,
     )
 
 
@@ -161,3 +166,24 @@ def cam_maps(
     :func:`cam_maps_batch`.
     """
     return cam_maps_batch(model, [image], [class_indices], scales=scales, **kwargs)[0]
+
+
+@register_map_method("cam")
+class CAMMethod(MapMethod):
+    """CAM maps of a CAM classifier (:func:`cam_maps_batch`), registered as ``cam``.
+
+    Args:
+        threshold: Probability threshold of the predicted classes (unlabelled images).
+    """
+
+    outputs = ("cam",)
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        self.threshold = float(threshold)
+
+    def settings(self) -> dict[str, float]:
+        return {} if self.threshold == 0.5 else {"threshold": self.threshold}
+
+    def compute(self, model, images, class_indices, **tta) -> list[dict[str, ClassMaps]]:
+        maps = cam_maps_batch(model, images, class_indices, threshold=self.threshold, **tta)
+        return [{"cam": m} for m in maps]

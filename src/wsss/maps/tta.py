@@ -26,14 +26,19 @@ import torch
 import torch.nn.functional as F
 
 from wsss.data.transforms import normalize
-from wsss.errors import ConfigError
+from wsss.errors import ConfigError, DataError
 from wsss.io.maps import ClassMaps
 
 __all__ = [
+    "BYTES_PER_INPUT_PIXEL",
+    "DEFAULT_MAX_INPUT_MEGAPIXELS",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_SCALES",
     "as_image_tensor",
+    "check_input_size",
     "class_maps_by_size",
+    "default_forward_batch",
+    "largest_input",
     "multiscale_flip",
     "normalize_maps",
     "resize_image",
@@ -44,6 +49,14 @@ __all__ = [
 ]
 
 DEFAULT_SCALES = (1.0, 0.5, 1.5, 2.0)
+# Largest network input (one image at its largest scale) accepted by default: a 10 Mpx image
+# at scale 2. Past it an image is refused before any work (see ``check_input_size``).
+DEFAULT_MAX_INPUT_MEGAPIXELS = 40.0
+# Peak memory per pixel of the largest network input, measured on the CPU as the rise of the
+# peak resident memory while one large image got its maps (default scales, two classes,
+# benchmarks/README.md "Memory"): ResNet-50 OS16 about 280 bytes (1.1 GB per image megapixel
+# at scale 2), ResNet-10t OS8 about 190 bytes; plus about 0.5 GB once per process.
+BYTES_PER_INPUT_PIXEL = 280
 # Input pixels per forward pass (flipped copies included) when several images are batched:
 # two 500×375 VOC images at scale 2 with their flips (3 Mpx). One image always goes alone.
 DEFAULT_MAX_PIXELS = 3_000_000
@@ -109,6 +122,54 @@ def normalize_maps(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return maps / (maps.amax(dim=(-2, -1), keepdim=True) + eps)
 
 
+def largest_input(size: tuple[int, int], scales: Sequence[float]) -> tuple[float, tuple[int, int]]:
+    """The scale giving the largest network input for an image of ``size``, and that input size."""
+    scale = max(scales)
+    return scale, scaled_size(size, scale)
+
+
+def check_input_size(
+    size: tuple[int, int],
+    scales: Sequence[float],
+    max_megapixels: float | None = DEFAULT_MAX_INPUT_MEGAPIXELS,
+    where: str = "image",
+) -> None:
+    """Refuse an image whose largest scaled input would exceed ``max_megapixels``.
+
+    The maps of an image need about ``BYTES_PER_INPUT_PIXEL`` bytes per pixel of its largest
+    scaled input (1.1 GB per megapixel of image at scale 2 for a ResNet-50), so a photo of
+    6000×4000 pixels with the default scales needs about 27 GB; this fails at once instead of
+    after minutes.
+
+    Raises:
+        DataError: The message names ``where``, the sizes, the memory estimate and the setting.
+    """
+    if max_megapixels is None:
+        return
+    scale, (h, w) = largest_input(size, scales)
+    if h * w <= max_megapixels * 1e6:
+        return
+    gigabytes = h * w * BYTES_PER_INPUT_PIXEL / 1e9
+    raise DataError(
+        f"{where}: image of {size[1]}×{size[0]} pixels is {w}×{h} ({h * w / 1e6:.0f} Mpx) at "
+        f"scale {scale:g}, above max_input_megapixels={max_megapixels:g}; its maps would "
+        f"need about {gigabytes:.0f} GB of memory (ResNet-50). Raise max_input_megapixels "
+        "(--max-input-megapixels) if the memory is there, use smaller --scales, or "
+        "downscale the image",
+        kind="image too large",
+    )
+
+
+def default_forward_batch(device: torch.device | str) -> int:
+    """Inputs per forward call when not set: 2 on the CPU (one image and its flip), else no
+    limit but ``max_pixels``.
+
+    On the CPU larger batches of equal-sized images are no faster (the arithmetic dominates)
+    and hold more memory, while a GPU needs batches to be busy (``benchmarks/cam_tta.py``).
+    """
+    return 2 if torch.device(device).type == "cpu" else 1 << 30
+
+
 def _add_pair_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a + b
 
@@ -122,6 +183,7 @@ def multiscale_flip(
     device: torch.device | str | None = None,
     amp: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    forward_batch: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Multi-scale, flip-augmented dense maps of one image or of a batch of equal-sized images.
 
@@ -136,6 +198,11 @@ def multiscale_flip(
         device: Where ``forward`` runs; default the image's device.
         amp: Autocast ``forward`` to float16 on CUDA (maps are accumulated in float32).
         max_pixels: Cap on input pixels per forward pass when batching several images.
+        forward_batch: Most inputs (flipped copies included) per ``forward`` call; None
+            chooses per device (:func:`default_forward_batch`: an image and its flip on the
+            CPU, no limit but ``max_pixels`` on a GPU). An image and its flip go through
+            separate calls only when one of them exceeds ``max_pixels / 2`` or with
+            ``forward_batch=1``. The maps do not depend on it beyond float rounding.
 
     Returns:
         ``(strided, hr)``: unnormalised sums over scales, ``K×ceil(H/4)×ceil(W/4)`` and
@@ -150,17 +217,26 @@ def multiscale_flip(
     merge = merge or _add_pair_sum
     device = torch.device(device) if device is not None else images.device
     n, _, h, w = images.shape
+    per_call = default_forward_batch(device) if forward_batch is None else int(forward_batch)
+    if per_call < 1:
+        raise ConfigError(f"forward_batch must be >= 1, got {forward_batch}")
     size4, size_up = strided_size((h, w), 4), strided_up_size((h, w), 16)
     strided = hr = None
     with torch.inference_mode():
         for scale in scales:
             size = scaled_size((h, w), scale)
             x = normalize(resize_image(images, size).to(device, non_blocking=True))
-            chunk = max(1, max_pixels // (2 * size[0] * size[1]))
+            # Inputs per forward call; an image and its flip go apart only past max_pixels.
+            inputs = max(1, min(per_call, max_pixels // (size[0] * size[1])))
+            chunk = max(1, inputs // 2)
             for i in range(0, n, chunk):
                 xs = x[i : i + chunk]
+                pair = torch.cat([xs, xs.flip(-1)])
                 with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-                    out = forward(torch.cat([xs, xs.flip(-1)]))
+                    if len(pair) <= inputs:
+                        out = forward(pair)
+                    else:
+                        out = torch.cat([forward(p) for p in pair.split(inputs)])
                 a, b = out.float().split(len(xs))
                 maps = merge(a, b.flip(-1)).float()
                 if strided is None:
@@ -187,6 +263,7 @@ def class_maps_by_size(
     device: torch.device | str | None = None,
     amp: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    forward_batch: int | None = None,
 ) -> list[ClassMaps]:
     """TTA class maps of several images, those of equal size sharing their forward passes.
 
@@ -202,6 +279,7 @@ def class_maps_by_size(
         device: Where the network runs.
         amp: Autocast on CUDA.
         max_pixels: Cap on input pixels per forward pass.
+        forward_batch: Inputs per forward call (see :func:`multiscale_flip`).
 
     Returns:
         One :class:`ClassMaps` per image, keys = class index + 1; an image with no class gets
@@ -221,6 +299,7 @@ def class_maps_by_size(
                 device=device,
                 amp=amp,
                 max_pixels=max_pixels,
+                forward_batch=forward_batch,
             )
         for j, i in enumerate(group):
             keep = [union.index(c) for c in classes[i]]

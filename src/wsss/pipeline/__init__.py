@@ -26,7 +26,6 @@ from wsss.pipeline.demo import DemoConfig, DemoResult, demo_config, demo_pipelin
 from wsss.pipeline.stages import (
     DataSpec,
     EvalStage,
-    LPCAMMapsStage,
     MapsStage,
     PrototypeStage,
     ReportStage,
@@ -42,7 +41,6 @@ __all__ = [
     "DemoResult",
     "EvalStage",
     "FunctionStage",
-    "LPCAMMapsStage",
     "MapsStage",
     "Pipeline",
     "PrototypeStage",
