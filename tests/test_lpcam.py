@@ -458,11 +458,11 @@ def test_lpcam_method_equals_two_separate_passes():
     method = create_map_method("lpcam", prototypes=prototypes)
     assert method.outputs == ("lpcam", "lpcam_f")
     with torch.inference_mode():
-        pairs = method.compute(model, images, classes, max_pixels=10**6, forward_batch=None, **tta)
+        pairs = method.compute(model, images, classes, max_pixels=None, **tta)
         full = lpcam_maps_batch(model, images, classes, prototypes=prototypes, **tta)
         free = lpcam_maps_batch(model, images, classes, prototypes=prototypes, context=False, **tta)
         only_f = method.restrict(["lpcam_f"]).compute(
-            model, images, classes, max_pixels=10**6, forward_batch=None, **tta
+            model, images, classes, max_pixels=None, **tta
         )
     for pair, a, b, f in zip(pairs, full, free, only_f, strict=True):
         assert list(f) == ["lpcam_f"]

@@ -142,6 +142,6 @@ def test_cam_is_registered_and_computes_cam_maps_batch(model):
     assert method.outputs == ("cam",) and method.settings() == {}
     image = torch.randint(0, 256, (3, 20, 28), dtype=torch.uint8)
     tta = {"scales": (1.0, 0.5), "device": "cpu", "amp": False}
-    (maps,) = method.compute(model, [image], [[0, 2]], max_pixels=10**6, forward_batch=None, **tta)
+    (maps,) = method.compute(model, [image], [[0, 2]], max_pixels=None, **tta)
     (direct,) = cam_maps_batch(model, [image], [[0, 2]], **tta)
     np.testing.assert_array_equal(maps["cam"].hr, direct.hr)

@@ -18,11 +18,11 @@ from wsss.data.transforms import normalize
 from wsss.io.maps import ClassMaps
 from wsss.maps.methods import MapMethod, register_map_method
 from wsss.maps.tta import (
-    DEFAULT_MAX_PIXELS,
     DEFAULT_SCALES,
     Forward,
     as_image_tensor,
     class_maps_by_size,
+    default_max_pixels,
     size_groups,
 )
 from wsss.models.classifier import CAMClassifier
@@ -52,7 +52,7 @@ def predicted_classes(
     *,
     device: torch.device | str | None = None,
     amp: bool = True,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
 ) -> list[list[int]]:
     """Classes with ``sigmoid(logit) ≥ threshold`` on each unaugmented image (scale 1, no flip).
 
@@ -62,9 +62,10 @@ def predicted_classes(
         threshold: Probability threshold.
         device: Where the model runs; default its current device.
         amp: Autocast on CUDA.
-        max_pixels: Cap on input pixels per forward pass.
+        max_pixels: Input pixels per forward call (None: per device).
     """
     device = torch.device(device) if device is not None else _model_device(model)
+    max_pixels = default_max_pixels(device) if max_pixels is None else max_pixels
     images = [as_image_tensor(im) for im in images]
     out: list[list[int]] = [[] for _ in images]
     with torch.inference_mode():
@@ -99,8 +100,7 @@ def cam_maps_batch(
     threshold: float = 0.5,
     device: torch.device | str | None = None,
     amp: bool = True,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    forward_batch: int | None = None,
+    max_pixels: int | None = None,
 ) -> list[ClassMaps]:
     """TTA class maps of several images; images of equal size share forward passes.
 
@@ -113,9 +113,8 @@ def cam_maps_batch(
         threshold: Probability threshold for predicted classes.
         device: Where the model runs; default its current device.
         amp: Autocast on CUDA.
-        max_pixels: Cap on input pixels per forward pass (see ``multiscale_flip``).
-        forward_batch: Inputs per forward call; None: one on the CPU, no limit on a GPU
-            (see ``multiscale_flip``).
+        max_pixels: Input pixels per forward call; None: per device (0.25 Mpx on the CPU,
+            3 Mpx on a GPU; see ``multiscale_flip``).
 
     Returns:
         One :class:`ClassMaps` per image, keys = class index + 1, channels max-normalised.
@@ -149,7 +148,6 @@ def cam_maps_batch(
         device=device,
         amp=amp,
         max_pixels=max_pixels,
-        forward_batch=forward_batch,
     )
 
 

@@ -92,8 +92,7 @@ class MapMethod:
         scales: Sequence[float],
         device: torch.device,
         amp: bool,
-        max_pixels: int,
-        forward_batch: int | None,
+        max_pixels: int | None,
     ) -> list[dict[str, ClassMaps]]:
         """The maps of ``images``: per image, output name → :class:`ClassMaps`.
 
@@ -105,8 +104,7 @@ class MapMethod:
             scales: TTA scales.
             device: Where the model runs.
             amp: Autocast on CUDA.
-            max_pixels: Cap on input pixels per forward pass.
-            forward_batch: Inputs per forward call (None: per device).
+            max_pixels: Input pixels per forward call (None: per device).
         """
         raise NotImplementedError
 
@@ -116,7 +114,7 @@ class FunctionMethod(MapMethod):
 
     Args:
         fn: ``fn(model, images, class_indices, *, scales, device, amp, max_pixels,
-            forward_batch, **options) -> list[ClassMaps]``.
+            **options) -> list[ClassMaps]``.
         name: Name of the method and of its output (default ``fn.__name__``).
         **options: Passed to ``fn`` on every call.
     """

@@ -34,7 +34,6 @@ from wsss.io.maps import MANIFEST_NAME, MapStore, is_complete_map_file
 from wsss.maps.methods import FunctionMethod, MapMethod, create_map_method
 from wsss.maps.tta import (
     DEFAULT_MAX_INPUT_MEGAPIXELS,
-    DEFAULT_MAX_PIXELS,
     DEFAULT_SCALES,
     check_input_size,
 )
@@ -190,8 +189,7 @@ def run_maps(
     channels_last: bool = True,
     progress: bool = True,
     restart: bool = False,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    forward_batch: int | None = None,
+    max_pixels: int | None = None,
     max_input_megapixels: float | None = DEFAULT_MAX_INPUT_MEGAPIXELS,
 ) -> MapsRunResult:
     """Compute and save the maps of every image of ``dataset`` missing in the output folders.
@@ -222,9 +220,9 @@ def run_maps(
         progress: Show progress (rank 0 only).
         restart: Delete the maps of an output folder made with other settings (or without a
             settings record) instead of refusing it.
-        max_pixels: Cap on input pixels per forward pass.
-        forward_batch: Inputs per forward call; None: per device
-            (:func:`~wsss.maps.tta.default_forward_batch`).
+        max_pixels: Input pixels per forward call (flipped copies included); None: per
+            device (:func:`~wsss.maps.tta.default_max_pixels`: 0.25 Mpx on the CPU, where
+            larger batches are slower, 3 Mpx on a GPU).
         max_input_megapixels: Refuse, before computing it, an image whose largest scaled
             input exceeds this many megapixels (None: no cap); see
             :func:`~wsss.maps.tta.check_input_size` for the memory a map needs.
@@ -293,7 +291,6 @@ def run_maps(
         "device": device,
         "amp": amp,
         "max_pixels": max_pixels,
-        "forward_batch": forward_batch,
     }
     bar = progress_bar(
         total=len(pending), desc=f"{method.name} maps", enabled=progress and rank == 0, unit="img"

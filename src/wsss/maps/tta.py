@@ -31,13 +31,14 @@ from wsss.io.maps import ClassMaps
 
 __all__ = [
     "BYTES_PER_INPUT_PIXEL",
+    "CPU_MAX_PIXELS",
     "DEFAULT_MAX_INPUT_MEGAPIXELS",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_SCALES",
     "as_image_tensor",
     "check_input_size",
     "class_maps_by_size",
-    "default_forward_batch",
+    "default_max_pixels",
     "largest_input",
     "multiscale_flip",
     "normalize_maps",
@@ -57,9 +58,13 @@ DEFAULT_MAX_INPUT_MEGAPIXELS = 40.0
 # benchmarks/README.md "Memory"): ResNet-50 OS16 about 280 bytes (1.1 GB per image megapixel
 # at scale 2), ResNet-10t OS8 about 190 bytes; plus about 0.5 GB once per process.
 BYTES_PER_INPUT_PIXEL = 280
-# Input pixels per forward pass (flipped copies included) when several images are batched:
-# two 500×375 VOC images at scale 2 with their flips (3 Mpx). One image always goes alone.
+# Input pixels per forward call (flipped copies included) on a GPU: two 500×375 VOC images at
+# scale 2 with their flips (3 Mpx).
 DEFAULT_MAX_PIXELS = 3_000_000
+# On the CPU, batching inputs saves time only while they are small: on one thread an image
+# and its flip in one call are 5–75 % faster than apart below ~0.1 Mpx each, and 5–13 %
+# slower from ~0.19 Mpx (ResNet-10t and ResNet-50, channels-last; benchmarks/README.md).
+CPU_MAX_PIXELS = 250_000
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 Merge = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -160,14 +165,10 @@ def check_input_size(
     )
 
 
-def default_forward_batch(device: torch.device | str) -> int:
-    """Inputs per forward call when not set: 2 on the CPU (one image and its flip), else no
-    limit but ``max_pixels``.
-
-    On the CPU larger batches of equal-sized images are no faster (the arithmetic dominates)
-    and hold more memory, while a GPU needs batches to be busy (``benchmarks/cam_tta.py``).
-    """
-    return 2 if torch.device(device).type == "cpu" else 1 << 30
+def default_max_pixels(device: torch.device | str) -> int:
+    """Input pixels per forward call when not set: :data:`CPU_MAX_PIXELS` on the CPU,
+    :data:`DEFAULT_MAX_PIXELS` elsewhere (a GPU needs batches to be busy)."""
+    return CPU_MAX_PIXELS if torch.device(device).type == "cpu" else DEFAULT_MAX_PIXELS
 
 
 def _add_pair_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -182,14 +183,13 @@ def multiscale_flip(
     *,
     device: torch.device | str | None = None,
     amp: bool = True,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    forward_batch: int | None = None,
+    max_pixels: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Multi-scale, flip-augmented dense maps of one image or of a batch of equal-sized images.
 
     Args:
         forward: Maps an ``n×3×h×w`` ImageNet-normalised batch to ``n×K'×h'×w'`` outputs.
-            Called once per scale (and per chunk of ``max_pixels``) on ``[x_s, hflip(x_s)]``.
+            Called per scale on ``[x_s, hflip(x_s)]``, in chunks of at most ``max_pixels``.
         image: ``uint8`` RGB, ``3×H×W`` or ``N×3×H×W`` (equal sizes batch without padding).
         scales: Resize factors.
         merge: Turns the outputs of the images and of their flips (already flipped back), two
@@ -197,12 +197,9 @@ def multiscale_flip(
             LPCAM merges summed features into prototype similarities here.
         device: Where ``forward`` runs; default the image's device.
         amp: Autocast ``forward`` to float16 on CUDA (maps are accumulated in float32).
-        max_pixels: Cap on input pixels per forward pass when batching several images.
-        forward_batch: Most inputs (flipped copies included) per ``forward`` call; None
-            chooses per device (:func:`default_forward_batch`: an image and its flip on the
-            CPU, no limit but ``max_pixels`` on a GPU). An image and its flip go through
-            separate calls only when one of them exceeds ``max_pixels / 2`` or with
-            ``forward_batch=1``. The maps do not depend on it beyond float rounding.
+        max_pixels: Input pixels per ``forward`` call (flipped copies included); an input
+            larger than that goes alone. None: per device (:func:`default_max_pixels`). The
+            maps do not depend on it beyond float rounding.
 
     Returns:
         ``(strided, hr)``: unnormalised sums over scales, ``K×ceil(H/4)×ceil(W/4)`` and
@@ -217,17 +214,15 @@ def multiscale_flip(
     merge = merge or _add_pair_sum
     device = torch.device(device) if device is not None else images.device
     n, _, h, w = images.shape
-    per_call = default_forward_batch(device) if forward_batch is None else int(forward_batch)
-    if per_call < 1:
-        raise ConfigError(f"forward_batch must be >= 1, got {forward_batch}")
+    max_pixels = default_max_pixels(device) if max_pixels is None else int(max_pixels)
     size4, size_up = strided_size((h, w), 4), strided_up_size((h, w), 16)
     strided = hr = None
     with torch.inference_mode():
         for scale in scales:
             size = scaled_size((h, w), scale)
             x = normalize(resize_image(images, size).to(device, non_blocking=True))
-            # Inputs per forward call; an image and its flip go apart only past max_pixels.
-            inputs = max(1, min(per_call, max_pixels // (size[0] * size[1])))
+            # Inputs per forward call: images with their flips while they fit in max_pixels.
+            inputs = max(1, max_pixels // (size[0] * size[1]))
             chunk = max(1, inputs // 2)
             for i in range(0, n, chunk):
                 xs = x[i : i + chunk]
@@ -262,8 +257,7 @@ def class_maps_by_size(
     *,
     device: torch.device | str | None = None,
     amp: bool = True,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    forward_batch: int | None = None,
+    max_pixels: int | None = None,
 ) -> list[ClassMaps]:
     """TTA class maps of several images, those of equal size sharing their forward passes.
 
@@ -278,8 +272,7 @@ def class_maps_by_size(
         scales: TTA scales.
         device: Where the network runs.
         amp: Autocast on CUDA.
-        max_pixels: Cap on input pixels per forward pass.
-        forward_batch: Inputs per forward call (see :func:`multiscale_flip`).
+        max_pixels: Input pixels per forward call (None: per device).
 
     Returns:
         One :class:`ClassMaps` per image, keys = class index + 1; an image with no class gets
@@ -299,7 +292,6 @@ def class_maps_by_size(
                 device=device,
                 amp=amp,
                 max_pixels=max_pixels,
-                forward_batch=forward_batch,
             )
         for j, i in enumerate(group):
             keep = [union.index(c) for c in classes[i]]

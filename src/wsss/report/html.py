@@ -214,7 +214,7 @@ def render_html(
         parts_png: Part-recall figure (:func:`wsss.report.figures.part_bars`).
         examples_png: Example grid figure.
         prototypes: Part make-up of the selected LPCAM prototypes
-            (:func:`wsss.maps.lpcam.prototype_composition` rows).
+            (:func:`wsss.diagnostics.prototypes.prototype_composition` rows).
         notes: Extra HTML shown under the title.
     """
     first = next(iter(results.values()), {})

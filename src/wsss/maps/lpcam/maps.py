@@ -27,7 +27,6 @@ from wsss.maps.cam import predicted_classes
 from wsss.maps.lpcam.prototypes import Prototypes, as_prototypes
 from wsss.maps.methods import MapMethod, register_map_method
 from wsss.maps.tta import (
-    DEFAULT_MAX_PIXELS,
     DEFAULT_SCALES,
     as_image_tensor,
     class_maps_by_size,
@@ -72,8 +71,7 @@ def _lpcam_variants(
     threshold: float,
     device: torch.device | str | None,
     amp: bool,
-    max_pixels: int,
-    forward_batch: int | None,
+    max_pixels: int | None,
 ) -> list[list[ClassMaps]]:
     """Per image, the maps of every variant in ``contexts`` (True: LPCAM, False: LPCAM-F).
 
@@ -122,7 +120,6 @@ def _lpcam_variants(
         device=device,
         amp=amp,
         max_pixels=max_pixels,
-        forward_batch=forward_batch,
     )
     out = []
     for m in maps:
@@ -172,8 +169,7 @@ def lpcam_maps_batch(
     threshold: float = 0.5,
     device: torch.device | str | None = None,
     amp: bool = True,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    forward_batch: int | None = None,
+    max_pixels: int | None = None,
 ) -> list[ClassMaps]:
     """LPCAM (or, with ``context=False``, LPCAM-F) maps of several images, like CAM maps.
 
@@ -188,8 +184,7 @@ def lpcam_maps_batch(
         threshold: Probability threshold for predicted classes.
         device: Where the model runs; default its current device.
         amp: Autocast the backbone on CUDA (similarities are computed in float32).
-        max_pixels: Cap on input pixels per forward pass.
-        forward_batch: Inputs per forward call (see :func:`~wsss.maps.tta.multiscale_flip`).
+        max_pixels: Input pixels per forward call (None: per device).
 
     Returns:
         One :class:`ClassMaps` per image: keys = class index + 1, channels max-normalised.
@@ -205,7 +200,6 @@ def lpcam_maps_batch(
         device=device,
         amp=amp,
         max_pixels=max_pixels,
-        forward_batch=forward_batch,
     )
     return [m[0] for m in maps]
 
