@@ -76,8 +76,9 @@ class MapsRunResult:
 def default_batch_size(device: torch.device | str) -> int:
     """Images per method call when not set: 1 on the CPU, 8 on a GPU.
 
-    On the CPU, batching images (equal sizes share forward passes) is no faster and holds
-    more memory (``benchmarks/cam_tta.py``); a GPU needs batches to be busy.
+    Equal-sized images of one call share forward passes (up to ``max_pixels``). On the CPU
+    that gains at most a few per cent, on small images only, and holds the maps of several
+    images at once (``benchmarks/cam_tta.py``); a GPU needs batches to be busy.
     """
     return 1 if torch.device(device).type == "cpu" else 8
 
