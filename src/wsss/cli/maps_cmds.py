@@ -14,7 +14,7 @@ _SCALES_HELP = "TTA scales, comma-separated (each with its horizontal flip)."
 _BATCH_HELP = "Images per call (equal sizes share forward passes); default 1 on CPU, 8 on GPU."
 _MPX_HELP = (
     "Refuse an image whose largest scaled input exceeds this many megapixels [default: 40] "
-    "(a map needs about 1.1 GB per image megapixel at scale 2 with a ResNet-50)."
+    "(a map needs about 1.2 GB per image megapixel at scale 2 with a ResNet-50)."
 )
 _RESTART_HELP = "Start over a folder holding maps made with other settings (deletes them)."
 

@@ -54,10 +54,10 @@ DEFAULT_SCALES = (1.0, 0.5, 1.5, 2.0)
 # at scale 2. Past it an image is refused before any work (see ``check_input_size``).
 DEFAULT_MAX_INPUT_MEGAPIXELS = 40.0
 # Peak memory per pixel of the largest network input, measured on the CPU as the rise of the
-# peak resident memory while one large image got its maps (default scales, two classes,
-# benchmarks/README.md "Memory"): ResNet-50 OS16 about 280 bytes (1.1 GB per image megapixel
-# at scale 2), ResNet-10t OS8 about 190 bytes; plus about 0.5 GB once per process.
-BYTES_PER_INPUT_PIXEL = 280
+# peak resident memory while one image got its maps (default scales and settings, two
+# classes; benchmarks/README.md "Memory"): ResNet-50 OS16 about 300 bytes (1.2 GB per image
+# megapixel at scale 2), ResNet-10t OS8 about 225 bytes (0.9 GB); plus about 0.3 GB once.
+BYTES_PER_INPUT_PIXEL = 300
 # Input pixels per forward call (flipped copies included) on a GPU: two 500×375 VOC images at
 # scale 2 with their flips (3 Mpx).
 DEFAULT_MAX_PIXELS = 3_000_000
@@ -142,9 +142,9 @@ def check_input_size(
     """Refuse an image whose largest scaled input would exceed ``max_megapixels``.
 
     The maps of an image need about ``BYTES_PER_INPUT_PIXEL`` bytes per pixel of its largest
-    scaled input (1.1 GB per megapixel of image at scale 2 for a ResNet-50), so a photo of
-    6000×4000 pixels with the default scales needs about 27 GB; this fails at once instead of
-    after minutes.
+    scaled input (1.2 GB per megapixel of image at scale 2 for a ResNet-50 on the CPU), so a
+    photo of 6000×4000 pixels with the default scales needs about 29 GB; this fails at once
+    instead of after minutes.
 
     Raises:
         DataError: The message names ``where``, the sizes, the memory estimate and the setting.
@@ -156,7 +156,7 @@ def check_input_size(
         return
     gigabytes = h * w * BYTES_PER_INPUT_PIXEL / 1e9
     raise DataError(
-        f"{where}: image of {size[1]}×{size[0]} pixels is {w}×{h} ({h * w / 1e6:.0f} Mpx) at "
+        f"{where}: image of {size[1]}×{size[0]} pixels is {w}×{h} ({h * w / 1e6:.3g} Mpx) at "
         f"scale {scale:g}, above max_input_megapixels={max_megapixels:g}; its maps would "
         f"need about {gigabytes:.0f} GB of memory (ResNet-50). Raise max_input_megapixels "
         "(--max-input-megapixels) if the memory is there, use smaller --scales, or "

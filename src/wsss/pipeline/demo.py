@@ -210,7 +210,7 @@ def demo_pipeline(
             "lpcam", "cam", data, "lpcam", prototypes="lpcam", requires=("lpcam_fit",), **maps
         )
         stages.append(lpcam)
-        for method in lpcam.map_names:
+        for method in lpcam.map_names.values():
             stages.append(EvalStage(method, data, requires=("maps_lpcam",), **evals))
             evaluations.append(f"eval_{method}")
     title = (

@@ -196,21 +196,16 @@ class MapsStage(Stage):
         self.requires = requires
 
     @property
-    def map_names(self) -> list[str]:
-        """Names of the maps this stage writes (``run.maps_dir`` folders)."""
+    def map_names(self) -> dict[str, str]:
+        """Output of the method → name of its maps in the run (its ``run.maps_dir``)."""
         from wsss.maps.methods import get_map_method
 
         outputs = get_map_method(self.map_method).outputs
-        return [self.method] if len(outputs) == 1 else list(outputs)
+        return {outputs[0]: self.method} if len(outputs) == 1 else {o: o for o in outputs}
 
     def folders(self, run: RunDir) -> dict[str, Path]:
         """Output of the method → its folder in ``run``."""
-        from wsss.maps.methods import get_map_method
-
-        outputs = get_map_method(self.map_method).outputs
-        if len(outputs) == 1:
-            return {outputs[0]: run.maps_dir(self.method)}
-        return {o: run.maps_dir(o) for o in outputs}
+        return {output: run.maps_dir(name) for output, name in self.map_names.items()}
 
     def outputs(self, run: RunDir) -> list[Path]:
         from wsss.io.maps import MapStore
