@@ -7,6 +7,11 @@ cosines with unit prototypes is linear in the unit-normalised feature ``ĝ``, so
 into one ``K×D`` matrix (:meth:`Prototypes.head`) and every class of an image costs one
 matrix product with ``ĝ``. LPCAM and LPCAM-F differ only in that matrix, so the ``lpcam``
 method stacks both heads and writes both outputs from one feature pass.
+
+Deliberate difference: the ReLU applies to every class, also one without context prototypes,
+where the LPCAM code leaves ``FG`` unclipped (METHODS.md §5 does not say). With the
+non-negative layer-4 features of a ResNet ``FG ≥ 0`` and nothing changes; with signed
+features the reference would keep negative map values, which no map file may hold.
 """
 
 from __future__ import annotations
