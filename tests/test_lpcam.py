@@ -558,5 +558,15 @@ def test_cli_fit_then_maps(tiny, tmp_path):
         written = load_class_maps(tmp_path / name / "img1.npz")
         assert written.keys.tolist() == [2] and 0 <= written.hr.min() <= written.hr.max() <= 1
 
+    # The generic command writes both kinds from one pass, equal to the shortcut's.
+    generic = ["maps", "--method", "lpcam", "--input", f"prototypes={protos}", *common]
+    both = tmp_path / "both"
+    result = runner.invoke(app, [*generic, "--out", str(both), "--scales", "1.0", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    for name in ("lpcam", "lpcam_f"):
+        assert MapStore(both / name).is_complete()
+        one = load_class_maps(tmp_path / name / "img1.npz")
+        np.testing.assert_allclose(load_class_maps(both / name / "img1.npz").hr, one.hr, atol=1e-5)
+
     result = runner.invoke(app, [*fit, "--update", "mean"])
     assert isinstance(result.exception, ConfigError)
