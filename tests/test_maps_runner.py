@@ -369,3 +369,38 @@ def test_two_gloo_ranks_share_the_images(tmp_path):
         np.testing.assert_array_equal(a.keys, b.keys)
         np.testing.assert_allclose(a.hr, b.hr, rtol=0, atol=1e-5)
         np.testing.assert_allclose(a.cam, b.cam, rtol=0, atol=1e-5)
+
+
+def _refusing_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+    )
+    try:
+        net = CAMClassifier("resnet10t", num_classes=3, output_stride=16).eval()
+        data = TinyDataset([(16, 20), (16, 20)], labels=[[0], [1]])
+        try:
+            run_maps("cam", net, data, out, scales=(1.0,), progress=False)
+        except Exception as e:  # every rank must fail, none may wait forever
+            Path(out, f"rank{rank}.txt").write_text(f"{type(e).__name__}: {e}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_refused_folder_stops_every_rank(model, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    data = TinyDataset([(16, 20), (16, 20)], labels=[[0], [1]])
+    run_maps("cam", model, data, tmp_path, scales=SCALES, progress=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_refusing_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    assert (tmp_path / "rank0.txt").read_text().startswith("ConfigError: ")
+    assert "scales" in (tmp_path / "rank0.txt").read_text()
+    assert "another rank refused" in (tmp_path / "rank1.txt").read_text()
