@@ -112,3 +112,15 @@ def test_the_ccam_method_runs_through_the_shared_runner(tmp_path) -> None:
         (direct,) = saliency_maps_batch(model, [image], scales=[1.0])
         assert maps.keys.tolist() == [AGNOSTIC_KEY] and maps.hr.shape[1:] == image.shape[1:]
         np.testing.assert_allclose(maps.hr, direct.hr, atol=1e-5)
+
+
+def test_the_detector_method_refuses_a_segmentation_model(tmp_path) -> None:
+    from wsss.errors import ConfigError
+    from wsss.maps.methods import get_map_method
+    from wsss.models.segmentation import DeepLabV3Plus
+
+    method = get_map_method("saliency_detector")()
+    assert method.class_agnostic and method.model_types == ("deeplabv3plus",)
+    with pytest.raises(ConfigError, match="needs a two-class saliency detector; this "):
+        method.check(DeepLabV3Plus("resnet10t", num_classes=21), ["a"])
+    method.check(DeepLabV3Plus("resnet10t", num_classes=2), ["a"])

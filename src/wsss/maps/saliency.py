@@ -24,19 +24,19 @@ from typing import Any
 import torch
 from torch import nn
 
+from wsss.errors import ConfigError
 from wsss.io.maps import ClassMaps
-from wsss.maps.methods import MAP_METHODS
+from wsss.maps.methods import AGNOSTIC_KEY, MapMethod, register_map_method
 from wsss.maps.tta import as_image_tensor, multiscale_flip, normalize_maps, size_groups
 
 __all__ = [
     "AGNOSTIC_KEY",
-    "ccam_maps",
+    "CCAMMethod",
+    "SaliencyDetectorMethod",
     "is_saliency_model",
     "saliency_forward",
     "saliency_maps_batch",
 ]
-
-AGNOSTIC_KEY = 0
 
 
 def is_saliency_model(model: nn.Module) -> bool:
@@ -68,8 +68,7 @@ def saliency_maps_batch(
         scales: TTA scales, each with its flip.
         device: Where the model runs (default: its parameters' device).
         amp: Autocast on CUDA.
-        **tta: Further options of :func:`~wsss.maps.tta.multiscale_flip` (``max_pixels``,
-            ``forward_batch`` where supported).
+        **tta: Further options of :func:`~wsss.maps.tta.multiscale_flip` (``max_pixels``).
 
     Returns:
         Per image, :class:`ClassMaps` with ``keys = [0]``, ``cam`` (stride 4) and ``hr``
@@ -108,19 +107,33 @@ def saliency_maps_batch(
     return out
 
 
-def ccam_maps(
-    model: nn.Module,
-    images: Sequence[torch.Tensor],
-    class_indices: Sequence[Sequence[int] | None],
-    *,
-    scales: Sequence[float],
-    device: torch.device | str | None = None,
-    amp: bool = True,
-    **tta: Any,
-) -> list[ClassMaps]:
-    """The ``ccam`` map method: :func:`saliency_maps_batch`; ``class_indices`` are ignored
-    (saliency is class-agnostic)."""
-    return saliency_maps_batch(model, images, scales=scales, device=device, amp=amp, **tta)
+@register_map_method("ccam")
+class CCAMMethod(MapMethod):
+    """C²AM / C²AM-H saliency (:func:`saliency_maps_batch`), registered as ``ccam``.
+
+    Class-agnostic: one channel per image, key :data:`AGNOSTIC_KEY`; labels are not read.
+    """
+
+    outputs = ("ccam",)
+    model_types = ("ccam",)
+    class_agnostic = True
+
+    def compute(self, model, images, class_indices, **tta) -> list[dict[str, ClassMaps]]:
+        return [{self.outputs[0]: m} for m in saliency_maps_batch(model, images, **tta)]
 
 
-MAP_METHODS.register("ccam")(ccam_maps)
+@register_map_method("saliency_detector")
+class SaliencyDetectorMethod(CCAMMethod):
+    """Maps of a two-class saliency detector (``saliency_detector`` task): the mean
+    probability of the salient class over the TTA passes."""
+
+    outputs = ("saliency_detector",)
+    model_types = ("deeplabv3plus",)
+
+    def check(self, model: nn.Module, class_names: Sequence[str] | None) -> None:
+        if getattr(model, "num_classes", None) != 2:
+            raise ConfigError(
+                f"map method 'saliency_detector' needs a two-class saliency detector; this "
+                f"deeplabv3plus has {getattr(model, 'num_classes', '?')} classes (a "
+                f"segmentation model?)"
+            )

@@ -49,7 +49,6 @@ from wsss.pipeline.saliency_stages import (
 from wsss.pipeline.stages import (
     DataSpec,
     EvalStage,
-    LPCAMMapsStage,
     MapsStage,
     PrototypeStage,
     ReportStage,
@@ -179,8 +178,11 @@ def demo_pipeline(
                 progress=progress,
             )
         )
-        stages.append(LPCAMMapsStage("cam", data, "lpcam", requires=("lpcam_fit",), **maps))
-        for method in LPCAMMapsStage.methods:
+        lpcam = MapsStage(
+            "lpcam", "cam", data, "lpcam", prototypes="lpcam", requires=("lpcam_fit",), **maps
+        )
+        stages.append(lpcam)
+        for method in lpcam.map_names.values():
             stages.append(EvalStage(method, data, requires=("maps_lpcam",), **evals))
             evaluations.append(f"eval_{method}")
     if demo.ccam:
