@@ -185,3 +185,27 @@ def test_eval_saliency_and_saliency_seeds(synth: Path, folders, tmp_path: Path) 
     assert json.loads(out.read_text())["background"] == "1 - saliency"
     refused = CliRunner().invoke(app, [*args, "--maps", str(cams.root), "--threshold", "0.3"])
     assert refused.exit_code != 0 and "drop --threshold" in str(refused.exception)
+
+
+def test_maps_method_ccam_writes_one_channel_maps(synth: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    train = ["train", "--config", "synth-ccam", "--data", str(synth), "--out", str(run)]
+    result = CliRunner().invoke(app, [*train, "--device", "cpu", "--no-progress", *TINY])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "sal"
+    args = ["maps", "--method", "ccam", "--checkpoint", str(run / "checkpoints/last.safetensors")]
+    args += ["--data", str(synth), "--out", str(out), "--scales", "1.0,0.5", "--workers", "0"]
+    maps = CliRunner().invoke(app, [*args, "--device", "cpu", "--no-progress"])
+    assert maps.exit_code == 0, maps.output
+    store = MapStore(out)
+    assert store.is_complete() and store.manifest()["classes"] == "agnostic"
+    dataset = build_dataset("voc", synth, "train")
+    for sample_id in dataset.ids:
+        m = store.load(sample_id)
+        assert m.keys.tolist() == [0] and m.hr.shape[1:] == dataset.load_mask(sample_id).shape
+    # A CAM classifier is not a C²AM: refused before any map is written.
+    wrong = CliRunner().invoke(
+        app, [*args[:3], str(tmp_path / "nope.safetensors"), *args[4:], "--restart"]
+    )
+    assert wrong.exit_code != 0

@@ -110,7 +110,10 @@ def run_maps_command(
 
 def maps(
     method: str = typer.Option(
-        ..., "--method", help="Map method: cam, lpcam (writes lpcam/ and lpcam_f/), lpcam_f."
+        ...,
+        "--method",
+        help="Map method: cam, lpcam (writes lpcam/ and lpcam_f/), lpcam_f, ccam (C²AM "
+        "saliency, one channel), saliency_detector (a trained saliency detector's maps).",
     ),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint of the model it runs."),
     data: Path = typer.Option(..., "--data", help="Dataset root."),
