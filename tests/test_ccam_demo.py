@@ -61,6 +61,9 @@ def test_demo_with_ccam_end_to_end(tmp_path) -> None:
     timings = json.loads((out / "timings.json").read_text())["stages"]
     assert {"train_c2am", "train_c2am_h", "maps_c2am_h", "pseudo_saliency_c2am_h"} <= set(timings)
     assert "saliency" in (out / "report.html").read_text()
+    from wsss.cli.demo_cmds import summary_table
+
+    assert summary_table(results).row_count == len(results)  # entries without a threshold too
 
     def pending(*extra: str) -> list[str]:
         changed = demo_config([*TINY, *extra], device="cpu")

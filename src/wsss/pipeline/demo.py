@@ -239,7 +239,7 @@ def _saliency_stages(
             data,
             sal.threshold,
             sal.crf_iterations,
-            workers=min(2, os.cpu_count() or 1),
+            workers=0,  # small images: spawning workers costs more than the CRF they share
             requires=("maps_c2am_h",),
         ),
         SaliencySeedsStage(
