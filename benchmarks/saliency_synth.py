@@ -42,7 +42,7 @@ from wsss.maps.saliency import saliency_maps_batch
 from wsss.maps.tta import as_image_tensor
 from wsss.models import load_model
 from wsss.refine.saliency import make_pseudo_saliency
-from wsss.train.engine import Trainer
+from wsss.train.engine import Trainer, train
 
 
 def _cams(dataset, checkpoint: Path, out: Path) -> Path:
@@ -72,12 +72,12 @@ def _saliency(dataset, checkpoint: Path, out: Path, scales: list[float], flipped
     return out
 
 
-def _train(config_overrides: list[str], run: Path, dataset) -> tuple[Path, float]:
+def _train(config_overrides: list[str], run: Path) -> tuple[Path, float]:
+    """Train as ``wsss train`` does (the preset's ``data.max_samples`` applies)."""
     config = load_config("synth-ccam", config_overrides)
     start = time.perf_counter()
-    trainer = Trainer(config, run, dataset, progress=False)
-    trainer.fit()
-    return trainer.state_dir / "last.safetensors", time.perf_counter() - start
+    checkpoint = train(config, run, progress=False)
+    return checkpoint, time.perf_counter() - start
 
 
 def _short(r: dict) -> dict:
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     runs["c2am_h"] = ["train.seed=0", f"train.strategy_args.hints={cams}"]
     doc["runs"] = {}
     for name, extra in runs.items():
-        checkpoint, seconds = _train([*base, *extra], work / name, dataset)
+        checkpoint, seconds = _train([*base, *extra], work / name)
         meta = json.loads(checkpoint.with_suffix(".json").read_text())
         sal = _saliency(dataset, checkpoint, work / f"{name}_sal", scales)
         flipped = _saliency(dataset, checkpoint, work / f"{name}_flipped", scales, flipped=True)
