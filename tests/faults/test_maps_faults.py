@@ -144,4 +144,4 @@ def test_generic_command_names_a_missing_input_and_a_bad_one(voc, tmp_path):
     assert isinstance(result.exception, ConfigError) and "NAME=PATH" in str(result.exception)
     result = CliRunner().invoke(app, [*map(str, common), "--method", "nope"])
     assert isinstance(result.exception, ConfigError)
-    assert "known: cam, lpcam, lpcam_f" in str(result.exception)
+    assert "known: cam, ccam, lpcam, lpcam_f, saliency_detector" in str(result.exception)
