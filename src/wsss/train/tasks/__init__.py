@@ -3,14 +3,15 @@
 A task builds its networks, training samples, losses, validation and export; the engine runs
 it (see :mod:`wsss.train.tasks.base` for the contract). Adding one is a module with a
 :class:`~wsss.train.tasks.base.Task` subclass decorated with ``@TASKS.register("name")``,
-imported below (the ``cam`` package registers ``cam``).
+imported below (the ``cam`` package registers ``cam``, :mod:`.segmentation` ``segmentation``).
 """
 
 from wsss.config import Config
 from wsss.errors import ConfigError
-from wsss.train.tasks import cam
+from wsss.train.tasks import cam, segmentation
 from wsss.train.tasks.base import TASKS, LossOutput, NoArgs, Phase, StepContext, Task
 from wsss.train.tasks.cam import STRATEGIES, CAMTask
+from wsss.train.tasks.segmentation import SegmentationTask
 
 __all__ = [
     "STRATEGIES",
@@ -19,10 +20,12 @@ __all__ = [
     "LossOutput",
     "NoArgs",
     "Phase",
+    "SegmentationTask",
     "StepContext",
     "Task",
     "cam",
     "resolve_task",
+    "segmentation",
 ]
 
 
