@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from wsss.cli import app
+from wsss.config import load_config
 from wsss.errors import ConfigError
 from wsss.pipeline import RunDir, comparison_config, comparison_pipeline, comparison_table
 from wsss.pipeline.compare import (
@@ -58,8 +59,22 @@ def test_run_configs_share_the_budget_and_differ_only_in_strategy_smoothing_and_
 
 
 def test_scales_are_pinned_but_can_be_overridden():
-    assert comparison_config().scales == (1.0, 0.5)
-    assert comparison_config(["demo.scales=[1.0]"]).scales == (1.0,)
+    assert comparison_config().maps.scales == (1.0, 0.5)
+    assert comparison_config(["maps.scales=[1.0]"]).maps.scales == (1.0,)
+    assert comparison_config(["demo.scales=[1.0]"]).maps.scales == (1.0,)  # the earlier key
+
+
+def test_the_comparison_resolves_to_the_settings_it_had_before():
+    # synth-compare's classifier, validated once after its last epoch, scales 1 and 0.5.
+    settings = comparison_config()
+    assert settings.classifier == load_config(
+        "synth-compare", ["train.val_every=8", "train.device=auto"]
+    )
+    assert (settings.eval.threshold, settings.report.examples, settings.demo.split) == (
+        0.3,
+        8,
+        "train",
+    )
 
 
 def test_the_table_lists_evaluated_runs_in_order_with_the_oracle(tmp_path):
@@ -81,7 +96,7 @@ def test_the_table_lists_evaluated_runs_in_order_with_the_oracle(tmp_path):
 
 def test_the_pipeline_has_one_train_maps_eval_chain_per_run_and_a_report(tmp_path):
     run = RunDir(tmp_path)
-    pipeline, doc = comparison_pipeline(
+    pipeline, runs = comparison_pipeline(
         run, comparison_config(), tmp_path / "data", select_runs(["poc"]), progress=False
     )
     assert pipeline.names == [
@@ -93,7 +108,7 @@ def test_the_pipeline_has_one_train_maps_eval_chain_per_run_and_a_report(tmp_pat
     by_name = dict(zip(pipeline.names, pipeline.stages, strict=True))
     assert set(by_name["train_poc"].requires) == {"data", "train_cam"}
     assert set(by_name["report"].requires) == {"eval_cam", "eval_poc"}
-    assert doc["runs"]["poc"]["train"]["strategy_args"]["oc"] == str(run.checkpoint("cam"))
+    assert runs["poc"]["train"]["strategy_args"]["oc"] == str(run.checkpoint("cam"))
 
 
 def test_tiny_comparison_through_the_cli(tmp_path):

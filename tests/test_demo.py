@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from html.parser import HTMLParser
 
@@ -11,10 +12,12 @@ import torch
 from typer.testing import CliRunner
 
 from wsss.cli import app
+from wsss.config import load_config, result_params
+from wsss.data.synthetic import SynthConfig
 from wsss.errors import ConfigError
-from wsss.maps.lpcam import Prototypes, lpcam_maps_batch
+from wsss.maps.lpcam import PrototypeConfig, Prototypes, lpcam_maps_batch
 from wsss.models.classifier import CAMClassifier
-from wsss.pipeline import RunDir, demo_config, demo_pipeline
+from wsss.pipeline import PipelineConfig, RunDir, demo_config, demo_pipeline
 from wsss.pipeline.stages import lpcam_pair
 
 # A few dozen tiny images, one epoch, one scale: the pipeline's plumbing, not its quality.
@@ -35,11 +38,14 @@ TINY = [
 ]
 
 
-def test_tiny_demo_end_to_end_and_resume(tmp_path):
+def test_tiny_demo_end_to_end_and_resume(tmp_path, monkeypatch):
+    # First run with a relative --out, the rerun with the absolute path: same run, all skipped.
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
-    args = ["demo", "--out", str(out), "--device", "cpu", "--no-progress", *TINY]
-    result = CliRunner().invoke(app, args)
+    options = ["--device", "cpu", "--no-progress", *TINY]
+    result = CliRunner().invoke(app, ["demo", "--out", "run", *options])
     assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "why: first run" in result.output
 
     results = json.loads((out / "results.json").read_text())
     assert {"cam", "lpcam", "lpcam_f"} <= set(results)
@@ -61,15 +67,19 @@ def test_tiny_demo_end_to_end_and_resume(tmp_path):
     assert text.count("data:image/png;base64,") == 3  # curves, part bars, examples
     assert f"{results['cam']['miou']:.1f}" in text
 
+    # config.yaml is the resolved pipeline configuration, loadable as such
+    saved = load_config(out / "config.yaml", cls=PipelineConfig)
+    assert saved == demo_config(TINY, device="cpu", data=out / "data")
+
     timings = json.loads((out / "timings.json").read_text())["stages"]
     assert {"data", "train_cam", "maps_cam", "eval_cam", "report"} <= set(timings)
     assert "wall time" in result.output and "cam" in result.output
 
-    # Same command again: every stage is complete and skipped, nothing is rewritten.
+    # Same run again, named by its absolute path: every stage is skipped, nothing is rewritten.
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    again = CliRunner().invoke(app, args)
+    again = CliRunner().invoke(app, ["demo", "--out", str(out), *options])
     assert again.exit_code == 0, again.output
-    assert "skipped" in again.output
+    assert "skipped" in again.output and "why:" not in again.output
     after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     changed = {p.name for p in before if after.get(p) != before[p]}
     assert changed <= {"config.yaml", "run_info.json", "pipeline.log", ".lock"}
@@ -80,11 +90,21 @@ def test_tiny_demo_end_to_end_and_resume(tmp_path):
         return demo_pipeline(RunDir(out), config, out / "data").pending(RunDir(out))
 
     assert pending() == []
+    assert pending("train.device=auto", "maps.device=auto") == []  # result-neutral settings
     lpcam_stages = ["lpcam_fit", "maps_lpcam", "eval_lpcam", "eval_lpcam_f"]
     assert pending("lpcam.k=3") == [*lpcam_stages, "report"]
-    assert pending("demo.threshold=0.25") == ["eval_cam", "eval_lpcam", "eval_lpcam_f", "report"]
+    assert pending("eval.threshold=0.25") == ["eval_cam", "eval_lpcam", "eval_lpcam_f", "report"]
     assert pending("train.epochs=2")[0] == "train_cam"
     assert pending("synth.seed=1")[0] == "data"
+    why = dict(
+        demo_pipeline(RunDir(out), demo_config([*TINY, "lpcam.k=3"], device="cpu")).explain(
+            RunDir(out)
+        )
+    )
+    assert why["lpcam_fit"] == "parameters changed: config.k 2 → 3"
+    assert why["maps_lpcam"] == "upstream stage ran again: lpcam_fit"
+    log = (out / "logs" / "pipeline.log").read_text()
+    assert "start train_cam: first run" in log and "skip train_cam (complete)" in log
 
 
 def test_pnoc_adds_its_classifier_after_the_vanilla_one(tmp_path):
@@ -98,19 +118,68 @@ def test_pnoc_adds_its_classifier_after_the_vanilla_one(tmp_path):
     pnoc = pipeline.stages[4].config.train
     assert pnoc.strategy == "pnoc"
     assert pnoc.strategy_args["oc"] == str(run.checkpoint("cam"))
+    assert run.path.is_absolute()
 
 
 def test_overrides_go_to_their_sections():
     config = demo_config(
-        ["synth.train=40", "lpcam.k=5", "demo.scales=[1.0, 0.5]", "train.epochs=2"],
+        ["synth.train=40", "lpcam.k=5", "maps.scales=[1.0, 0.5]", "train.epochs=2"],
         device="cpu",
     )
     assert config.synth.train == 40
-    assert config.prototypes.k == 5
-    assert config.scales == (1.0, 0.5)
-    assert config.classifier.train.epochs == 2
-    assert config.classifier.train.device == "cpu"
-    assert config.classifier.model.backbone == "resnet10t"  # from the synth-demo preset
+    assert config.lpcam.k == 5
+    assert config.maps.scales == (1.0, 0.5)
+    assert config.train.epochs == 2 and config.train.val_every == 2  # validated once, at the end
+    assert config.train.device == config.maps.device == "cpu"
+    assert config.model.backbone == "resnet10t"  # from the synth-demo preset
+    # the keys of earlier versions still reach their new sections
+    old = demo_config(["demo.scales=[0.5]", "demo.threshold=0.2", "demo.examples=2"])
+    assert (old.maps.scales, old.eval.threshold, old.report.examples) == ((0.5,), 0.2, 2)
+    # the dedicated options are shortcuts onto the same fields; explicit overrides win
+    short = demo_config(["demo.lpcam=true"], strategy="pnoc", lpcam=False, data="d")
+    assert (short.demo.strategy, short.demo.lpcam, short.data.root) == ("pnoc", True, "d")
+
+
+def test_the_demo_resolves_to_the_settings_it_had_before():
+    # The values of the previous DemoConfig: the synth-demo classifier validated once after its
+    # last epoch, default benchmark and prototypes, scale 1, threshold 0.3, 8 examples.
+    config = demo_config()
+    classifier = load_config("synth-demo", ["train.val_every=8", "train.device=auto"])
+    assert config.classifier == classifier
+    assert config.synth == SynthConfig() and config.lpcam == PrototypeConfig()
+    assert config.maps.scales == (1.0,) and config.maps.device == "auto"
+    assert (config.eval.threshold, config.eval.thresholds, config.report.examples) == (0.3, None, 8)
+    assert (config.demo.strategy, config.demo.lpcam, config.demo.split) == (
+        "vanilla",
+        True,
+        "train",
+    )
+
+
+def test_demo_stages_and_their_parameters(tmp_path):
+    run = RunDir(tmp_path / "run")
+    config = demo_config(strategy="pnoc")
+    stages = {s.name: s for s in demo_pipeline(run, config).stages}
+    assert list(stages) == [
+        *("data", "train_cam", "maps_cam", "eval_cam", "train_pnoc", "maps_pnoc", "eval_pnoc"),
+        *("lpcam_fit", "maps_lpcam", "eval_lpcam", "eval_lpcam_f", "report"),
+    ]
+    root = str(run.path / "data")
+    data = {"root": root, "split": "train", "format": "voc"}
+    classifier = dataclasses.replace(
+        config.classifier, data=dataclasses.replace(config.data, root=root)
+    )
+    assert stages["train_cam"].params() == result_params(classifier)
+    assert "device" not in stages["train_cam"].params()["train"]
+    assert stages["maps_cam"].params() == {
+        "map_method": "cam",
+        "classifier": "cam",
+        "scales": [1.0],
+        "data": data,
+    }
+    assert stages["eval_lpcam_f"].params() == {"threshold": 0.3, "thresholds": None, "data": data}
+    assert stages["report"].params()["examples"] == 8
+    assert stages["data"].params() == {"root": root, "synth": SynthConfig().to_dict()}
 
 
 @pytest.mark.parametrize(
@@ -118,9 +187,12 @@ def test_overrides_go_to_their_sections():
     [
         ("synth.nope=1", "nope"),
         ("lpcam.k=many", "lpcam.k"),
-        ("demo.scales=[0]", "scales"),
+        ("maps.scales=[0]", "maps.scales"),
+        ("eval.threshold=nan", "eval.threshold"),
+        ("eval.threshold=1.5", "eval.threshold"),
         ("train.nope=1", "train.nope"),
         ("demo.synth=1", "demo.synth"),
+        ("demo.strategy=magic", "'vanilla', 'pnoc'"),
         ("novalue", "key=value"),
     ],
 )
@@ -129,11 +201,29 @@ def test_bad_overrides_are_clear_errors(override, message):
         demo_config([override])
 
 
+def test_demo_options_are_shortcuts_onto_the_config(monkeypatch, tmp_path):
+    import wsss.pipeline.demo
+
+    seen = {}
+
+    def fake_run_demo(out, config, **kwargs):
+        seen["out"], seen["config"] = out, config
+        raise KeyboardInterrupt  # stop before any work
+
+    monkeypatch.setattr(wsss.pipeline.demo, "run_demo", fake_run_demo)
+    args = ["demo", "--out", str(tmp_path), "--no-lpcam", "--strategy", "pnoc", "--device", "cpu"]
+    args += ["--data", "d", "--set", "maps.scales=[0.5]", "train.epochs=2"]
+    CliRunner().invoke(app, args)
+    config = seen["config"]
+    assert (config.demo.lpcam, config.demo.strategy, config.data.root) == (False, "pnoc", "d")
+    assert config.train.device == config.maps.device == "cpu"
+    assert config.maps.scales == (0.5,) and config.train.epochs == config.train.val_every == 2
+
+
 def test_unknown_strategy_is_refused(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--strategy", "magic"])
-    assert result.exit_code != 0
-    assert isinstance(result.exception, ConfigError)
-    assert "vanilla, pnoc" in str(result.exception)
+    assert result.exit_code == 2  # a usage error listing the choices
+    assert "'vanilla', 'pnoc'" in result.output
 
 
 def test_lpcam_pair_equals_two_separate_passes():

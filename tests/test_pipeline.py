@@ -221,3 +221,57 @@ def test_run_dir_on_a_file_is_an_error(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(ConfigError, match="not a directory"):
         RunDir(tmp_path / "f")
+
+
+def test_a_run_named_relative_then_absolute_is_skipped(tmp_path, monkeypatch):
+    # Paths in parameters are hashed resolved, and the run directory resolves its own path.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+
+    def stages(root: Path) -> list[Stage]:
+        return [FunctionStage("s", lambda r: (r.path / "s.txt").write_text("x"), ["s.txt"],
+                              params={"root": root})]  # fmt: skip
+
+    first = Pipeline(stages(Path("data"))).run(RunDir("run"))
+    again = Pipeline(stages(tmp_path / "data")).run(RunDir(tmp_path / "run"))
+    assert [r.status for r in first] == ["ran"] and [r.status for r in again] == ["skipped"]
+    assert RunDir("run").path == (tmp_path / "run").resolve()
+
+
+def test_records_keep_the_params_and_the_log_says_why_a_stage_reruns(tmp_path):
+    run = RunDir(tmp_path / "run")
+
+    def stages(b: int = 1) -> list[Stage]:
+        return [Counting("a"), Counting("b", b), Counting("c", requires=("b",)), Counting("d")]
+
+    started: list[tuple[str, str]] = []
+    reports = Pipeline(stages()).run(run, on_start=lambda s, why: started.append((s.name, why)))
+    assert started == [(n, "first run") for n in "abcd"]
+    assert [r.reason for r in reports] == ["first run"] * 4
+    assert run.stage_record("b")["params"] == {"value": 1}
+
+    (run.path / "d.txt").unlink()
+    why = dict(Pipeline(stages(b=2)).explain(run))
+    assert why == {
+        "b": "parameters changed: value 1 → 2",
+        "c": "upstream stage ran again: b",
+        # d follows c (requires defaults to the stage before) and misses its output
+        "d": "upstream stage ran again: c",
+    }
+    Pipeline(stages(b=2)).run(run)
+    assert dict(Pipeline(stages(b=2)).explain(run)) == {}
+    (run.path / "d.txt").unlink()
+    assert Pipeline(stages(b=2)).explain(run) == [("d", f"output missing: {run.path / 'd.txt'}")]
+    assert Pipeline(stages(b=2)).explain(run, force=["a"])[0] == ("a", "forced")
+    log = (run.logs_dir / "pipeline.log").read_text()
+    assert "start b: parameters changed: value 1 → 2" in log
+    assert "start c: upstream stage ran again: b" in log
+
+
+def test_an_interrupted_stage_says_it_resumes(tmp_path):
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline([Shards(["x", "y"], fail_after=1)]).run(run)
+    assert Pipeline([Shards(["x", "y"])]).explain(run) == [
+        ("shards", "resuming an interrupted run")
+    ]

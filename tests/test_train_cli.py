@@ -51,7 +51,10 @@ def test_train_writes_a_run_directory_and_resumes(synth: Path, tmp_path: Path) -
     run = tmp_path / "run"
     runner = CliRunner()
     args = ["train", "--config", str(preset), "--data", str(synth), "--out", str(run)]
-    result = runner.invoke(app, [*args, "--no-progress", "train.lr=0.003"])
+    shortcuts = ["--device", "cpu", "--workers", "0", "--format", "voc", "--strategy", "vanilla"]
+    result = runner.invoke(
+        app, [*args, *shortcuts, "--no-progress", "train.lr=0.1", "--set", "train.lr=0.003"]
+    )
     assert result.exit_code == 0, result.output
     assert "trained vanilla" in result.output
     for name in ("config.yaml", "run_info.json", "metrics.jsonl"):
@@ -60,19 +63,24 @@ def test_train_writes_a_run_directory_and_resumes(synth: Path, tmp_path: Path) -
         assert (run / "checkpoints" / f"{name}.safetensors").is_file()
     meta = json.loads((run / "checkpoints/last.json").read_text())
     assert meta["config"]["train"]["lr"] == 0.003 and meta["config"]["data"]["root"] == str(synth)
+    # the dedicated options set the same fields as --set would
+    assert (meta["config"]["train"]["device"], meta["config"]["train"]["num_workers"]) == ("cpu", 0)
+    assert meta["config"]["data"]["format"] == "voc"
     assert len(meta["classes"]) == 6 and "val/f1" in meta["metrics"]
 
     again = runner.invoke(app, ["train", "--out", str(run), "--resume", "--no-progress"])
     assert again.exit_code == 0, again.output
     refused = runner.invoke(app, [*args, "--no-progress", "train.lr=0.003"])
     assert refused.exit_code != 0 and "already holds a training run" in str(refused.exception)
+    assert f"wsss train --out {run} --resume" in str(refused.exception)
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
         (["train.lrr=1"], "unknown setting 'train.lrr'"),
-        (["--strategy", "nope"], "unknown strategy 'nope'"),
+        (["--set", "train.strategy=nope"], "unknown strategy 'nope'"),
+        (["--strategy", "nope"], "'nope' is not one of"),
         (["--config", "no-such-preset"], "unknown preset 'no-such-preset'"),
     ],
 )

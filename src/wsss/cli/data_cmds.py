@@ -32,7 +32,12 @@ def check_data_command(
     out: Path | None = typer.Option(None, "--out", help="Also write the full report as JSON."),
     strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
 ) -> None:
-    """Read every sample of a split and list every problem; exit 1 when there are any."""
+    """Read every sample of a split and list every problem; exit 1 when there are any.
+
+    Example:
+
+      wsss check-data --data VOC2012 --split train
+    """
     console = Console()
     if out is not None:
         _check_output(out)

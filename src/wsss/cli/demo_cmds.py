@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from wsss.cli.options import escape, set_option
 from wsss.errors import ConfigError
 
 # (results key, column heading) of the summary table
@@ -48,7 +50,7 @@ def summary_table(results: dict[str, Any]) -> Table:
         best = result.get("best")
         oracle = "–" if not best else f"{_fmt(best['miou'])}@{best['threshold']:g}"
         table.add_row(
-            method,
+            escape(method),
             f"{result['threshold']:g}",
             *(_fmt(result.get(key)) for key, _ in SUMMARY_COLUMNS),
             oracle,
@@ -64,38 +66,56 @@ def timings_table(reports: list, total: float) -> Table:
     table.add_column("share", justify="right")
     for r in reports:
         if r.status == "ran":
-            table.add_row(r.name, f"{r.seconds:.1f}", f"{100 * r.seconds / max(total, 1e-9):.0f}%")
+            share = f"{100 * r.seconds / max(total, 1e-9):.0f}%"
+            table.add_row(escape(r.name), f"{r.seconds:.1f}", share)
         else:
-            table.add_row(r.name, f"[dim]skipped ({r.recorded_seconds:.1f} earlier)[/]", "")
+            skipped = f"[dim]skipped ({r.recorded_seconds:.1f} earlier)[/]"
+            table.add_row(escape(r.name), skipped, "")
     return table
+
+
+class DemoStrategy(str, Enum):
+    """Classifiers the demo trains (``demo.strategy``)."""
+
+    vanilla = "vanilla"
+    pnoc = "pnoc"
 
 
 def demo(
     overrides: list[str] = typer.Argument(
         None,
-        help="key=value settings: synth.* (benchmark), lpcam.* (prototypes), demo.* "
-        "(e.g. demo.scales=[1.0,0.5]), others to the classifier config (train.epochs=4).",
+        metavar="KEY=VALUE...",
+        help="Settings, as with --set: synth.* (benchmark), train.*/model.*/data.* "
+        "(classifier), maps.*, lpcam.*, eval.*, report.*, demo.* (e.g. maps.scales=[1.0,0.5]).",
     ),
+    sets: list[str] = set_option("train.epochs=4"),
     out: Path | None = typer.Option(
         None,
         "--out",
         help="Run directory (default runs/demo; runs/strategies-synth with --compare).",
     ),
     data: Path | None = typer.Option(
-        None, "--data", help="Synthetic benchmark folder (default <out>/data); made if absent."
+        None,
+        "--data",
+        help="Synthetic benchmark folder (sets data.root; default <out>/data); made if absent.",
     ),
-    strategy: str = typer.Option(
-        "vanilla",
+    strategy: DemoStrategy | None = typer.Option(
+        None,
         "--strategy",
-        help="vanilla, or pnoc (trains vanilla first as the ordinary classifier, then P-NOC, "
-        "whose steps cost about 4x a vanilla one: about 15 min instead of 5 on 2 cores).",
+        help="Sets demo.strategy: vanilla, or pnoc (trains vanilla first as the ordinary "
+        "classifier, then P-NOC, whose steps cost about 4x a vanilla one: about 15 min instead "
+        "of 5 on 2 cores).",
     ),
-    lpcam: bool = typer.Option(True, "--lpcam/--no-lpcam", help="Also run LPCAM and LPCAM-F."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:i]."),
+    lpcam: bool | None = typer.Option(
+        None, "--lpcam/--no-lpcam", help="Also run LPCAM and LPCAM-F (sets demo.lpcam)."
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="auto, cpu or cuda[:i] (sets train.device and maps.device)."
+    ),
     preset: str | None = typer.Option(
         None,
         "--preset",
-        help="Classifier preset or YAML (default synth-demo; synth-compare with --compare).",
+        help="Pipeline preset or YAML file (default demo; demo-compare with --compare).",
     ),
     compare: bool = typer.Option(
         False,
@@ -112,53 +132,53 @@ def demo(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
     """``wsss demo``: see :data:`DEMO_HELP`; the work is :func:`wsss.pipeline.run_demo`."""
-    from wsss.pipeline.demo import STRATEGIES, demo_config, run_demo
+    from wsss.pipeline.demo import demo_config, run_demo
+    from wsss.runtime import distributed
 
     console = Console()
     if not console.is_terminal:  # logs and pipes: wide enough for the summary table
         console = Console(width=max(console.width, 120))
     if runs is not None and not compare:
         raise ConfigError("--runs selects runs of the comparison: add --compare")
-    if compare:
-        _compare(console, overrides or [], out, data, preset, runs, device, progress)
-        return
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    out = out or Path("runs/demo")
-    config = demo_config(
-        overrides or [],
-        preset=preset or "synth-demo",
-        strategy=strategy,
-        lpcam=lpcam,
-        device=device,
-    )
-    console.print(f"[bold]wsss demo[/] → {out}")
-    started, finished = _stage_printers(console)
-
-    result = run_demo(
-        out,
-        data,
-        config,
-        on_stage=finished,
-        on_start=started,
-        progress=progress,
-    )
-    console.print()
-    console.print(summary_table(result.results))
-    console.print(timings_table(result.stages, result.seconds))
-    console.print(f"report: {result.run.report_path}")
-    console.print(f"results: {result.run.results_path}")
+    items = [*(overrides or []), *(sets or [])]
+    main = distributed.init_distributed().is_main
+    try:
+        if compare:
+            _compare(console, items, out, data, preset, runs, device, progress, main)
+            return
+        out = out or Path("runs/demo")
+        config = demo_config(
+            items,
+            preset=preset or "demo",
+            strategy=None if strategy is None else strategy.value,
+            lpcam=lpcam,
+            device=device,
+            data=data,
+        )
+        if main:
+            console.print(f"[bold]wsss demo[/] → {escape(str(out))}")
+        started, finished = _stage_printers(console)
+        result = run_demo(out, config, on_stage=finished, on_start=started, progress=progress)
+    finally:
+        distributed.cleanup()
+    if main:
+        console.print()
+        console.print(summary_table(result.results))
+        console.print(timings_table(result.stages, result.seconds))
+        console.print(f"report: {escape(str(result.run.report_path))}")
+        console.print(f"results: {escape(str(result.run.results_path))}")
 
 
 def _stage_printers(console: Console):
-    def started(stage) -> None:
-        console.rule(f"[bold]{stage.name}")
+    def started(stage, reason: str) -> None:
+        console.rule(f"[bold]{escape(stage.name)}")
+        console.print(f"[dim]why: {escape(reason)}[/]")
 
     def finished(report) -> None:
         if report.status == "ran":
-            console.print(f"[green]✓[/] {report.name} ({report.seconds:.1f} s)")
+            console.print(f"[green]✓[/] {escape(report.name)} ({report.seconds:.1f} s)")
         else:
-            console.print(f"[dim]↷ {report.name}: complete, skipped[/]")
+            console.print(f"[dim]↷ {escape(report.name)}: complete, skipped[/]")
 
     return started, finished
 
@@ -170,25 +190,29 @@ def _compare(
     data: Path | None,
     preset: str | None,
     runs: str | None,
-    device: str,
+    device: str | None,
     progress: bool,
+    main: bool,
 ) -> None:
     from wsss.pipeline.compare import comparison_config, run_comparison
 
     out = out or Path("runs/strategies-synth")
     names = None if runs is None else [n.strip() for n in runs.split(",") if n.strip()]
-    settings = comparison_config(overrides, preset=preset or "synth-compare", device=device)
-    console.print(f"[bold]wsss demo --compare[/] → {out}")
+    settings = comparison_config(overrides, preset=preset or "demo-compare", device=device)
+    if main:
+        console.print(f"[bold]wsss demo --compare[/] → {escape(str(out))}")
     started, finished = _stage_printers(console)
     result = run_comparison(
         out, data, names, settings, on_stage=finished, on_start=started, progress=progress
     )
+    if not main:
+        return
     console.print()
     results = result.run.results()
     console.print(summary_table({n: results[n] for n in result.names}))
     console.print(timings_table(result.stages, result.seconds))
-    console.print(f"table: {result.run.path / 'table.md'}")
-    console.print(f"report: {result.run.report_path}")
+    console.print(f"table: {escape(str(result.run.path / 'table.md'))}")
+    console.print(f"report: {escape(str(result.run.report_path))}")
 
 
 DEMO_HELP = (
@@ -196,9 +220,14 @@ DEMO_HELP = (
     "Generates the data if absent, trains a small classifier from scratch, extracts CAMs "
     "(and LPCAM maps), evaluates seed masks at the fixed threshold 0.3 and over a threshold "
     "sweep (oracle), then writes results.json and report.html into the run directory.\n\n"
-    "Rerun the same command to resume an interrupted demo: complete stages are skipped.\n\n"
+    "Rerun the same command to resume an interrupted demo: complete stages are skipped, and a "
+    "stage that runs again says why (a changed setting, an upstream stage, a missing output). "
+    "Settings are the sections of the pipeline configuration (preset demo).\n\n"
     "With --compare, trains and evaluates every training strategy of the P-NOC paper with one "
-    "budget (preset synth-compare) into runs/strategies-synth (table.md, report.html)."
+    "budget (preset demo-compare) into runs/strategies-synth (table.md, report.html).\n\n"
+    "Example:\n\n"
+    "  wsss demo --out runs/demo --set train.epochs=4 --set lpcam.k=8\n\n"
+    "Under torchrun the same command trains with DDP and shards the maps over the processes."
 )
 
 

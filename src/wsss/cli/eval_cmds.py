@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 from pathlib import Path
 
 import typer
 import yaml
 
-from wsss.errors import ConfigError
+from wsss.cli.options import (
+    DatasetFormat,
+    check_output_file,
+    set_option,
+    settings,
+    workers_option,
+)
+from wsss.errors import ConfigError, WsssError
 
 
 def _read_groups(path: Path) -> dict[str, list[str]]:
@@ -34,9 +42,19 @@ class MapsFormat(str, Enum):
     puzzle = "puzzle"
 
 
+EVAL_HELP = (
+    "Evaluate class maps or masks of a split against its ground truth (mIoU, FP, FN, P, R).\n\n"
+    "Class maps become seed masks at the fixed background threshold (--threshold, default "
+    "0.3); --sweep also tries a grid of thresholds and reports the best one, an oracle number "
+    "since it is chosen on the ground truth.\n\n"
+    "Example:\n\n"
+    "  wsss eval --data VOC2012 --split train --maps runs/cam/maps --sweep --out res.json"
+)
+
+
 def eval_command(
     data: Path = typer.Option(..., "--data", help="Dataset root."),
-    format: str = typer.Option("voc", "--format", help="Dataset format (voc, coco, folder)."),
+    format: DatasetFormat = typer.Option(DatasetFormat.voc, "--format", help="Dataset format."),
     split: str = typer.Option(..., "--split", help="Split with ground-truth masks."),
     maps: Path | None = typer.Option(None, "--maps", help="Folder of class maps <id>.npz."),
     masks: Path | None = typer.Option(None, "--masks", help="Folder of predicted masks <id>.png."),
@@ -51,8 +69,8 @@ def eval_command(
     threshold: float | None = typer.Option(
         None,
         "--threshold",
-        help="Fixed background threshold for class maps (default 0.3); with --sweep it is "
-        "reported beside the oracle.",
+        help="Background threshold in [0, 1] for class maps (sets eval.threshold; default 0.3); "
+        "with --sweep it is reported beside the oracle.",
     ),
     sweep: bool = typer.Option(
         False,
@@ -65,6 +83,7 @@ def eval_command(
         help="Sweep grid, START:STOP:STEP or a comma list (default 0.05:0.80:0.05, the "
         "P-NOC code's); implies --sweep.",
     ),
+    sets: list[str] = set_option("eval.thresholds=[0.1,0.2,0.3]"),
     out: Path | None = typer.Option(None, "--out", help="Write the result as JSON here."),
     groups: bool = typer.Option(False, "--groups", help="Add the class-group analysis."),
     group_file: Path | None = typer.Option(
@@ -75,15 +94,11 @@ def eval_command(
     ignore_as_background: bool = typer.Option(
         False, "--ignore-as-background", help="Count 255 in predicted masks as background."
     ),
-    workers: int = typer.Option(0, "--workers", min=0, help="Worker processes (0: none)."),
+    workers: int = workers_option(0, "reading maps and masks"),
 ) -> None:
-    """Evaluate class maps or masks of a split against its ground truth (mIoU, FP, FN, P, R).
-
-    With --sweep, the result at the fixed --threshold is shown and stored beside the oracle.
-    """
+    from wsss.config.sections import EvalSection, check_threshold
     from wsss.data.datasets import build_dataset
     from wsss.evaluate import evaluate, parse_thresholds, print_result, save_threshold_curve
-    from wsss.io.atomic import atomic_write_json
 
     if (maps is None) == (masks is None):
         raise ConfigError("give exactly one of --maps DIR (class maps) or --masks DIR (masks)")
@@ -93,18 +108,25 @@ def eval_command(
         raise ConfigError(
             "--threshold/--sweep/--thresholds apply to class maps (--maps), not to --masks"
         )
-    grid = parse_thresholds(thresholds) if thresholds is not None else None
-    sweep = sweep or grid is not None
+    if threshold is not None:
+        check_threshold(threshold, "--threshold")
+    grid = parse_thresholds(thresholds).tolist() if thresholds is not None else None
+    settings_ = settings(
+        EvalSection, sets, {"threshold": threshold, "thresholds": grid}, section="eval"
+    )
+    sweep = sweep or settings_.thresholds is not None
     user_groups = _read_groups(group_file) if group_file is not None else None
+    if out is not None:
+        check_output_file(out, "--out")
 
-    dataset = build_dataset(format, data, split)
+    dataset = build_dataset(format.value, data, split)
     result = evaluate(
         dataset,
         maps_dir=maps,
         masks_dir=masks,
-        threshold=0.3 if threshold is None else threshold,
+        threshold=settings_.threshold,
         sweep=sweep,
-        thresholds=grid,
+        thresholds=settings_.thresholds,
         num_workers=workers,
         groups=user_groups or groups,
         ignore_as_background=ignore_as_background,
@@ -112,16 +134,35 @@ def eval_command(
     )
     print_result(result)
     if out is not None:
-        atomic_write_json(out, result)
-        typer.echo(f"wrote {out}")
-        if sweep:
-            curve = out.with_name(f"{out.stem}_curve.png")
-            save_threshold_curve(result, curve)
-            typer.echo(f"wrote {curve}")
+        _save(result, out, sweep, save_threshold_curve)
     elif sweep:
         typer.echo("no --out given: threshold curve not saved")
 
 
+def _save(result: dict, out: Path, sweep: bool, save_curve) -> None:
+    """Write the result (and its sweep curve); if that fails, print it rather than lose it."""
+    from wsss.io.atomic import atomic_write_json
+
+    try:
+        atomic_write_json(out, result)
+    except OSError as e:
+        typer.echo(json.dumps(result, indent=2))
+        raise WsssError(
+            f"--out {out}: cannot write the result ({e.strerror or e}); it is printed above as JSON"
+        ) from e
+    typer.echo(f"wrote {out}")
+    if sweep:
+        curve = out.with_name(f"{out.stem}_curve.png")
+        try:
+            save_curve(result, curve)
+        except OSError as e:
+            raise WsssError(
+                f"{curve}: cannot write the threshold curve ({e.strerror or e}); the result is "
+                f"in {out}"
+            ) from e
+        typer.echo(f"wrote {curve}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
-    app.command("eval")(eval_command)
+    app.command("eval", help=EVAL_HELP)(eval_command)

@@ -103,7 +103,13 @@ def fit_command(
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:i]."),
 ) -> None:
-    """Fit class and context prototypes from a classifier and its CAMs."""
+    """Fit class and context prototypes from a classifier and its CAMs.
+
+    Example:
+
+      wsss lpcam fit --checkpoint runs/cam/checkpoints/last.safetensors --data VOC2012 --cams
+      runs/cam/maps --out runs/cam/prototypes.safetensors
+    """
     from wsss.data.datasets import build_dataset
     from wsss.maps.lpcam import PrototypeConfig, fit_prototypes, save_prototypes
 
@@ -151,7 +157,13 @@ def maps_command(
     workers: int = typer.Option(0, "--workers", min=0, help="Image-decoding processes."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:i]."),
 ) -> None:
-    """Write LPCAM (or LPCAM-F) class maps, drop-in replacements for CAM maps."""
+    """Write LPCAM (or LPCAM-F) class maps, drop-in replacements for CAM maps.
+
+    Example:
+
+      wsss lpcam maps --checkpoint runs/cam/checkpoints/last.safetensors --prototypes
+      runs/cam/prototypes.safetensors --data VOC2012 --out runs/cam/lpcam
+    """
     from wsss.data.datasets import build_dataset
     from wsss.maps.lpcam import load_prototypes
     from wsss.maps.runner import run_maps

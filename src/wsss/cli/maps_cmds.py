@@ -38,10 +38,18 @@ def cams(
     amp: bool = typer.Option(True, "--amp/--no-amp", help="float16 autocast on CUDA."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
 ) -> None:
-    """Write multi-scale, flip-augmented CAMs (METHODS.md §3), one <id>.npz per image.
+    """Write CAM class maps, one <id>.npz per image.
+
+    Each map sums the classifier's class activations at every --scales factor and on its
+    horizontal flip, keeps the image's classes and is divided by its maximum (values in [0, 1],
+    no background channel: the background is a threshold applied at evaluation).
 
     Resumes an interrupted run. Multi-GPU: launch the same command with torchrun; rank r takes
     every world-th image.
+
+    Example:
+
+      wsss cams --checkpoint runs/cam/checkpoints/last.safetensors --data VOC2012 --out maps
     """
     from wsss.data.datasets import build_dataset
     from wsss.maps.runner import run_maps

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import os
+from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from wsss.cli.options import escape, set_option, settings, workers_option
 from wsss.data.synthetic import SynthConfig, SynthStats, generate_synthetic
 from wsss.errors import ConfigError
 
 
-def _int_list(text: str, option: str) -> tuple[int, ...]:
+class ImageFormat(str, Enum):
+    """Image files of the benchmark (``synth.image_format``)."""
+
+    jpg = "jpg"
+    png = "png"
+
+
+def _int_list(text: str | None, option: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
     try:
         return tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
@@ -22,49 +34,73 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
         ) from None
 
 
+def _default(name: str) -> str:
+    value = getattr(SynthConfig, name)
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def _knob(name: str, help: str) -> Any:
+    """A shortcut option for ``synth.<name>``; unset, the field keeps its default."""
+    return typer.Option(None, help=f"{help} Sets synth.{name} (default {_default(name)}).")
+
+
+SYNTH_HELP = (
+    "Write the synthetic benchmark: images, masks, parts, XML labels and splits.\n\n"
+    "The same settings give the same bytes. Every knob of wsss.data.synthetic.SynthConfig is "
+    "settable with --set synth.KEY=VALUE; the options below are shortcuts for the common "
+    "ones.\n\n"
+    "Example:\n\n"
+    "  wsss synth data/synth --train 400 --set synth.body_tint=0.3"
+)
+
+
 def synth(
     root: Path = typer.Argument(..., help="Output folder (VOC layout)."),
-    seed: int = typer.Option(0, help="Master seed: same seed and settings give the same bytes."),
-    train: int = typer.Option(800, help="Number of training images."),
-    val: int = typer.Option(200, help="Number of validation images."),
-    size_min: int = typer.Option(96, help="Smallest image side (px)."),
-    size_max: int = typer.Option(144, help="Largest image side (px)."),
-    classes: int = typer.Option(6, help="Number of foreground classes."),
-    body_tint: float = typer.Option(
-        0.04, help="Share of the class colour in bodies (0 = bodies tell only a class pair)."
+    seed: int | None = _knob("seed", "Master seed: same seed and settings give the same bytes."),
+    train: int | None = _knob("train", "Number of training images."),
+    val: int | None = _knob("val", "Number of validation images."),
+    size_min: int | None = _knob("size_min", "Smallest image side (px)."),
+    size_max: int | None = _knob("size_max", "Largest image side (px)."),
+    num_classes: int | None = _knob("num_classes", "Number of foreground classes."),
+    body_tint: float | None = _knob(
+        "body_tint", "Share of the class colour in bodies (0 = bodies tell only a class pair)."
     ),
-    cooccurrence: float = typer.Option(0.5, help="Chance an extra object is the partner class."),
-    context_classes: str = typer.Option(
-        "0,2", help="Comma-separated indices of classes linked to a background texture."
+    cooccurrence: float | None = _knob(
+        "cooccurrence", "Chance an extra object is the partner class."
     ),
-    context_rate: float = typer.Option(0.85, help="Chance of the context with its class."),
-    context_absent_rate: float = typer.Option(
-        0.25, help="Chance of a class's context without the class."
+    context_classes: str | None = _knob(
+        "context_classes", "Comma-separated indices of classes linked to a background texture."
     ),
-    image_format: str = typer.Option("jpg", help="Image files: jpg (VOC layout) or png."),
-    workers: int = typer.Option(0, help="Processes (0 = one per CPU core)."),
+    context_rate: float | None = _knob("context_rate", "Chance of the context with its class."),
+    context_absent_rate: float | None = _knob(
+        "context_absent_rate", "Chance of a class's context without the class."
+    ),
+    image_format: ImageFormat | None = _knob("image_format", "Image files: jpg (VOC) or png."),
+    sets: list[str] = set_option("synth.body_tint=0.3"),
+    workers: int | None = workers_option(None, "rendering images (default: one per CPU core)"),
     force: bool = typer.Option(False, "--force", help="Overwrite a folder holding other data."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
-    """Write the synthetic benchmark: images, masks, parts, XML labels and splits."""
-    config = SynthConfig(
-        seed=seed,
-        train=train,
-        val=val,
-        size_min=size_min,
-        size_max=size_max,
-        num_classes=classes,
-        body_tint=body_tint,
-        cooccurrence=cooccurrence,
-        context_classes=_int_list(context_classes, "--context-classes"),
-        context_rate=context_rate,
-        context_absent_rate=context_absent_rate,
-        image_format=image_format,
-    )
-    workers = workers or os.cpu_count() or 1
-    stats = generate_synthetic(root, config, progress=progress, force=force, workers=workers)
-    print_stats(stats, config, Console())
-    Console().print(f"wrote {sum(stats.images.values())} images to [bold]{root}[/]")
+    shortcuts = {
+        "seed": seed,
+        "train": train,
+        "val": val,
+        "size_min": size_min,
+        "size_max": size_max,
+        "num_classes": num_classes,
+        "body_tint": body_tint,
+        "cooccurrence": cooccurrence,
+        "context_classes": _int_list(context_classes, "--context-classes"),
+        "context_rate": context_rate,
+        "context_absent_rate": context_absent_rate,
+        "image_format": image_format,
+    }
+    config = settings(SynthConfig, sets, shortcuts, section="synth")
+    processes = (os.cpu_count() or 1) if workers is None else max(1, workers)
+    stats = generate_synthetic(root, config, progress=progress, force=force, workers=processes)
+    console = Console()
+    print_stats(stats, config, console)
+    console.print(f"wrote {sum(stats.images.values())} images to [bold]{escape(str(root))}[/]")
 
 
 def print_stats(stats: SynthStats, config: SynthConfig, console: Console) -> None:
@@ -74,7 +110,7 @@ def print_stats(stats: SynthStats, config: SynthConfig, console: Console) -> Non
         table.add_column(column, justify="left" if column == "class" else "right")
     for name in config.names:
         table.add_row(
-            name,
+            escape(name),
             str(stats.class_occurrence[name]),
             f"{stats.class_cooccurrence[name]:.0%}",
             f"{stats.context_with_class[name]:.0%}" if name in stats.context_with_class else "-",
@@ -116,4 +152,4 @@ def print_stats(stats: SynthStats, config: SynthConfig, console: Console) -> Non
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
-    app.command("synth")(synth)
+    app.command("synth", help=SYNTH_HELP)(synth)

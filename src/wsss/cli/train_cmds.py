@@ -7,12 +7,23 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
+from wsss.cli.options import DatasetFormat, Strategy, escape, set_option, workers_option
 from wsss.errors import ConfigError
 
 console = Console()
 err_console = Console(stderr=True)
+
+TRAIN_HELP = (
+    "Train a CAM classifier and write checkpoints and metrics into a run directory.\n\n"
+    "Settings come from --config (a preset or YAML file), then the dedicated options, then "
+    "KEY=VALUE overrides and --set items (the last wins). Rerun with --resume to continue an "
+    "interrupted run.\n\n"
+    "Example:\n\n"
+    "  wsss train --config synth-demo --data data/synth --out runs/cam --set train.epochs=4\n\n"
+    "Multi-GPU: the same command under torchrun, e.g. "
+    "torchrun --nproc_per_node 4 -m wsss train --config voc12-cam --data VOC2012"
+)
 
 
 def train(
@@ -29,16 +40,23 @@ def train(
         "to the run directory's config.yaml.",
     ),
     data: Path = typer.Option(None, "--data", help="Dataset root (sets data.root)."),
+    format: DatasetFormat | None = typer.Option(
+        None, "--format", help="Dataset format (sets data.format; default from the config)."
+    ),
     out: Path = typer.Option(
         None, "--out", "-o", help="Run directory (default: runs/PRESET, named after --config)."
     ),
-    strategy: str = typer.Option(
+    strategy: Strategy | None = typer.Option(
         None, "--strategy", help="Training strategy (sets train.strategy)."
     ),
     oc: Path = typer.Option(
         None, "--oc", help="Ordinary-classifier checkpoint (sets train.strategy_args.oc)."
     ),
-    sets: list[str] = typer.Option(None, "--set", help="KEY=VALUE override (repeatable)."),
+    device: str | None = typer.Option(
+        None, "--device", help="auto, cpu or cuda[:i] (sets train.device)."
+    ),
+    workers: int | None = workers_option(None, "loading training images", "train.num_workers"),
+    sets: list[str] = set_option("train.epochs=4"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
     progress: bool = typer.Option(
         True,
@@ -47,26 +65,21 @@ def train(
         "plain line every train.log_every steps and at each validation.",
     ),
 ) -> None:
-    """Train a model and write checkpoints and metrics into a run directory.
-
-    What is trained is the task train.task: by default cam, a CAM classifier trained with the
-    strategy train.strategy (vanilla, puzzle, occse, poc, pnoc).
-
-    Multi-GPU: launch the same command with torchrun, e.g.
-    torchrun --nproc_per_node 4 -m wsss train --config voc12-cam --data VOC2012
-    """
     from wsss.config import list_presets, load_config
     from wsss.train.engine import TrainingInterrupted
     from wsss.train.engine import train as run_training
     from wsss.train.tasks import STRATEGIES, resolve_task
 
-    items = [*(overrides or []), *(sets or [])]
-    if data is not None:
-        items.append(f"data.root={data}")
-    if strategy is not None:
-        items.append(f"train.strategy={strategy}")
-    if oc is not None:
-        items.append(f"train.strategy_args.oc={oc}")
+    shortcuts = {
+        "data.root": None if data is None else str(data),
+        "data.format": None if format is None else format.value,
+        "train.strategy": None if strategy is None else strategy.value,
+        "train.strategy_args.oc": None if oc is None else str(oc),
+        "train.device": device,
+        "train.num_workers": workers,
+    }
+    items = [(k, v) for k, v in shortcuts.items() if v is not None]
+    items += [*(overrides or []), *(sets or [])]
     if config is None:
         if not (resume and out is not None and (out / "config.yaml").is_file()):
             raise ConfigError(
@@ -84,6 +97,13 @@ def train(
     resolve_task(cfg)  # an unknown task fails before any data is read
     if out is None:
         out = Path("runs") / Path(config).stem
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a run directory; choose another --out")
+    if not resume and (out / "checkpoints" / "state.json").is_file():
+        raise ConfigError(
+            f"{out} already holds a training run; resume it with: wsss train --out {out} "
+            f"--resume (or choose another --out)"
+        )
     from wsss.runtime import distributed
 
     try:
@@ -105,4 +125,4 @@ def train(
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
-    app.command("train", no_args_is_help=False)(train)
+    app.command("train", help=TRAIN_HELP, no_args_is_help=False)(train)

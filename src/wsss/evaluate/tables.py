@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from wsss.evaluate.parts import PART_METRICS
@@ -27,7 +28,8 @@ def result_table(result: dict[str, Any]) -> Table:
         kind = " (oracle)" if result.get("oracle") else " (fixed)" if result.get("sweep") else ""
         mode = f"threshold {result['threshold']:g}{kind}"
     table = Table(
-        title=f"{result.get('split', '')} · {result.get('num_images', '?')} images · {mode}",
+        title=f"{escape(str(result.get('split', '')))} · {result.get('num_images', '?')} images · "
+        f"{mode}",
         caption="mIoU averages all classes incl. background; FP/FN/Prec./Rec. averages "
         "foreground classes; – = undefined (class absent), left out of means",
     )
@@ -35,7 +37,7 @@ def result_table(result: dict[str, Any]) -> Table:
     for _, header in COLUMNS:
         table.add_column(header, justify="right")
     for name, scores in result["per_class"].items():
-        table.add_row(name, *(_fmt(scores[key]) for key, _ in COLUMNS))
+        table.add_row(escape(name), *(_fmt(scores[key]) for key, _ in COLUMNS))
     table.add_section()
     means = [result["miou"], *(result[key] for key, _ in COLUMNS[1:])]
     table.add_row("[bold]mean[/]", *(f"[bold]{_fmt(v)}[/]" for v in means))
@@ -101,8 +103,8 @@ def groups_table(result: dict[str, Any]) -> Table:
         for name, g in groups.items():
             table.add_row(
                 kind,
-                name,
-                " ".join(g["classes"]),
+                escape(name),
+                escape(" ".join(g["classes"])),
                 *(_fmt(g[key]) for key in ("O", "S", "C", "L", "iou")),
             )
         table.add_section()

@@ -31,7 +31,12 @@ __all__ = ["MODELS", "create_model", "list_models", "load_model", "save_model"]
 MODELS: Registry[Any] = Registry("model")
 
 # Modules that register the built-in model kinds when imported.
-_BUILTIN_MODULES = ("wsss.models.classifier", "wsss.models.ccam", "wsss.models.segmentation")
+_BUILTIN_MODULES = (
+    "wsss.models.classifier",
+    "wsss.models.ccam",
+    "wsss.models.segmentation",
+    "wsss.models.boundary",
+)
 
 
 def _load_builtins() -> None:

@@ -1,7 +1,7 @@
-"""Run directories, the stage graph, the standard stages and the demo pipeline.
+"""Run directories, the rank-aware stage graph, the standard stages and the demo pipelines.
 
->>> from wsss.pipeline import RunDir, run_demo
->>> result = run_demo("runs/demo")  # synthetic data, training, CAM, LPCAM, report
+>>> from wsss.pipeline import demo_config, run_demo, run_comparison
+>>> result = run_demo("runs/demo", demo_config(["train.epochs=4"]))  # data, CAM, LPCAM, report
 >>> result = run_comparison("runs/strategies-synth")  # every training strategy, one budget
 """
 
@@ -13,16 +13,17 @@ from wsss.pipeline.compare import (
     comparison_table,
     run_comparison,
 )
-from wsss.pipeline.core import (
-    FunctionStage,
-    Pipeline,
-    RunDir,
-    Stage,
-    StageReport,
-    library_versions,
-    results_entry,
+from wsss.pipeline.config import (
+    DemoSection,
+    EvalSection,
+    MapsSection,
+    PipelineConfig,
+    ReportSection,
+    pipeline_config,
 )
-from wsss.pipeline.demo import DemoConfig, DemoResult, demo_config, demo_pipeline, run_demo
+from wsss.pipeline.core import FunctionStage, Pipeline, Stage, StageReport, library_versions
+from wsss.pipeline.demo import DemoResult, demo_config, demo_pipeline, run_demo
+from wsss.pipeline.rundir import RunDir, results_entry
 from wsss.pipeline.stages import (
     DataSpec,
     EvalStage,
@@ -38,14 +39,18 @@ __all__ = [
     "COMPARISON_RUNS",
     "ComparisonResult",
     "DataSpec",
-    "DemoConfig",
     "DemoResult",
+    "DemoSection",
+    "EvalSection",
     "EvalStage",
     "FunctionStage",
     "LPCAMMapsStage",
+    "MapsSection",
     "MapsStage",
     "Pipeline",
+    "PipelineConfig",
     "PrototypeStage",
+    "ReportSection",
     "ReportStage",
     "RunDir",
     "Stage",
@@ -58,6 +63,7 @@ __all__ = [
     "demo_config",
     "demo_pipeline",
     "library_versions",
+    "pipeline_config",
     "results_entry",
     "run_comparison",
     "run_demo",

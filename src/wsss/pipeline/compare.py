@@ -1,8 +1,9 @@
 """The training-strategy comparison on the synthetic benchmark (``wsss demo --compare``).
 
 CAM, Puzzle-CAM, OC-CSE, P-OC and P-NOC, with and without label smoothing where the P-NOC paper
-uses it, each trained with one budget and backbone: the ``synth-compare`` preset (synth-demo's
-recipe restated, so that retuning the demo does not invalidate finished runs). The ordinary
+uses it, each trained with one budget and backbone: the ``demo-compare`` pipeline preset (on the
+``synth-compare`` recipe, synth-demo's restated, so that retuning the demo does not invalidate
+finished runs; TTA scales 1 and 0.5). The ordinary
 classifier of OC-CSE, P-OC and P-NOC is the comparison's own vanilla ``cam`` run. Each
 classifier's CAMs of the train split are turned into seed masks and evaluated at the fixed
 threshold and with the oracle sweep.
@@ -20,18 +21,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wsss.config import Config
+from wsss.config import Config, config_to_dict
+from wsss.config.core import Override
 from wsss.errors import ConfigError
 from wsss.io.atomic import atomic_write_text
-from wsss.pipeline.core import Pipeline, RunDir, Stage, StageReport
-from wsss.pipeline.demo import DemoConfig, demo_config
+from wsss.pipeline.config import PipelineConfig
+from wsss.pipeline.core import Pipeline, Stage, StageReport
+from wsss.pipeline.demo import config_writer, data_root, demo_config
+from wsss.pipeline.rundir import RunDir
 from wsss.pipeline.stages import (
     DataSpec,
     EvalStage,
@@ -40,6 +43,7 @@ from wsss.pipeline.stages import (
     SynthStage,
     TrainStage,
 )
+from wsss.runtime import distributed
 from wsss.train.strategies import STRATEGIES
 
 __all__ = [
@@ -65,12 +69,6 @@ COMPARISON_RUNS: dict[str, tuple[str, float]] = {
 }
 NEEDS_OC = frozenset({"occse", "poc", "pnoc"})
 OC_RUN = "cam"
-# TTA scales 1 and 0.5 (each with its flip), pinned here rather than inherited from the demo so
-# that retuning the demo does not invalidate finished maps. Scale 0.5 costs a quarter of scale 1
-# and is where the CAM reaches bodies (measured on the vanilla run: body recall 25.0 with scale 1
-# alone, 34.7 with both, same mIoU); the papers' 1.5 and 2.0 would cost 7x more. A
-# demo.scales=... override still wins.
-PINNED = ("demo.scales=[1.0,0.5]",)
 
 # (results key, heading) at the fixed threshold
 COLUMNS = (
@@ -86,10 +84,16 @@ COLUMNS = (
 
 
 def comparison_config(
-    overrides: Sequence[str] = (), preset: str = "synth-compare", device: str = "auto"
-) -> DemoConfig:
-    """The comparison's settings: :func:`~wsss.pipeline.demo.demo_config` of ``preset``."""
-    return demo_config([*PINNED, *overrides], preset=preset, lpcam=False, device=device)
+    overrides: Iterable[Override] = (),
+    preset: str | Path | None = "demo-compare",
+    device: str | None = None,
+) -> PipelineConfig:
+    """The comparison's settings: the ``demo-compare`` preset, then ``overrides``.
+
+    ``device`` sets ``train.device`` and ``maps.device`` (see
+    :func:`~wsss.pipeline.demo.demo_config`). The ``demo.*`` run choices do not apply.
+    """
+    return demo_config(overrides, preset=preset, device=device)
 
 
 def select_runs(names: Sequence[str] | None) -> list[str]:
@@ -137,27 +141,28 @@ def run_config(base: Config, name: str, oc: Path) -> Config:
 
 def comparison_pipeline(
     run: RunDir,
-    settings: DemoConfig,
-    data_root: str | os.PathLike,
+    settings: PipelineConfig,
+    root: str | os.PathLike | None,
     names: Sequence[str],
     progress: bool = True,
 ) -> tuple[Pipeline, dict[str, Any]]:
-    """The comparison's stages for ``run`` and its resolved settings (for ``config.yaml``)."""
-    data_root = Path(data_root)
+    """The comparison's stages for ``run`` and each run's resolved training configuration.
+
+    ``root`` is the benchmark folder (None: :func:`~wsss.pipeline.demo.data_root`).
+    """
+    root = Path(root).resolve() if root is not None else data_root(run, settings)
     base = settings.classifier
-    base = dataclasses.replace(base, data=dataclasses.replace(base.data, root=str(data_root)))
-    data = DataSpec(data_root, settings.split, "voc")
+    base = dataclasses.replace(base, data=dataclasses.replace(base.data, root=str(root)))
+    data = DataSpec(root, settings.demo.split, "voc")
     check_strategy_args(base, names)
     oc = run.checkpoint(OC_RUN)
     stages: list[Stage] = [
-        SynthStage(
-            data_root, settings.synth, workers=min(2, os.cpu_count() or 1), progress=progress
-        )
+        SynthStage(root, settings.synth, workers=min(2, os.cpu_count() or 1), progress=progress)
     ]
     resolved = {}
     for name in names:
         config = run_config(base, name, oc)
-        resolved[name] = dataclasses.asdict(config)
+        resolved[name] = config_to_dict(config)
         needs_oc = COMPARISON_RUNS[name][0] in NEEDS_OC
         stages += [
             TrainStage(
@@ -171,15 +176,16 @@ def comparison_pipeline(
                 name,
                 data,
                 map_method="cam",
-                scales=settings.scales,
-                device=settings.device,
+                scales=settings.maps.scales,
+                device=settings.maps.device,
                 requires=(f"train_{name}",),
                 progress=progress,
             ),
             EvalStage(
                 name,
                 data,
-                threshold=settings.threshold,
+                threshold=settings.eval.threshold,
+                thresholds=settings.eval.thresholds,
                 requires=(f"maps_{name}",),
                 progress=progress,
             ),
@@ -187,21 +193,13 @@ def comparison_pipeline(
     stages.append(
         ReportStage(
             data,
-            settings.examples,
-            settings.threshold,
+            settings.report.examples,
+            settings.eval.threshold,
             "wsss: training strategies on the synthetic benchmark",
             requires=tuple(f"eval_{n}" for n in names),
         )
     )
-    doc = {
-        "data_root": str(data_root),
-        "synth": settings.synth.to_dict(),
-        "scales": list(settings.scales),
-        "threshold": settings.threshold,
-        "split": settings.split,
-        "runs": resolved,
-    }
-    return Pipeline(stages), doc
+    return Pipeline(stages), resolved
 
 
 def _fmt(value: float | None) -> str:
@@ -267,30 +265,36 @@ def run_comparison(
     out: str | os.PathLike = "runs/strategies-synth",
     data: str | os.PathLike | None = None,
     names: Sequence[str] | None = None,
-    settings: DemoConfig | None = None,
+    settings: PipelineConfig | None = None,
     on_stage: Callable[[StageReport], None] | None = None,
-    on_start: Callable[[Stage], None] | None = None,
+    on_start: Callable[[Stage, str], None] | None = None,
     progress: bool = True,
 ) -> ComparisonResult:
-    """Run (or resume) the comparison into ``out``.
+    """Run (or resume) the comparison into ``out``; under ``torchrun``, on every process.
 
     Args:
         out: Run directory.
-        data: Synthetic benchmark folder (default ``<out>/data``); generated if absent.
+        data: Synthetic benchmark folder (sets ``data.root``; default ``<out>/data``);
+            generated if absent.
         names: Runs of :data:`COMPARISON_RUNS` (default all; ``cam`` is added when needed).
         settings: From :func:`comparison_config` (default: no overrides).
         on_stage: Called with each stage's report as it finishes or is skipped.
-        on_start: Called with each stage about to run.
+        on_start: Called with each stage about to run and the reason it runs.
         progress: Show progress bars.
     """
     start = time.perf_counter()
     names = select_runs(names)
     settings = settings or comparison_config()
+    if data is not None:
+        settings = dataclasses.replace(
+            settings, data=dataclasses.replace(settings.data, root=str(data))
+        )
+    distributed.init_distributed()
+    main = distributed.dist_info().is_main
     run = RunDir(out)
-    data_root = Path(data) if data is not None else run.path / "data"
-    pipeline, doc = comparison_pipeline(run, settings, data_root, names, progress)
-    seeds = {"synth": settings.synth.seed, "train": settings.classifier.train.seed}
-    run.write_config(doc, seeds, extra={"command": list(sys.argv), "stages": pipeline.names})
+    root = data_root(run, settings)
+    pipeline, resolved = comparison_pipeline(run, settings, root, names, progress)
+    prepare = config_writer(settings, root, pipeline.names, runs=resolved)
 
     def finished(report: StageReport) -> None:
         if report.name.startswith("eval_"):
@@ -298,7 +302,8 @@ def run_comparison(
         if on_stage is not None:
             on_stage(report)
 
-    reports = pipeline.run(run, on_stage=finished, on_start=on_start)
+    reports = pipeline.run(run, on_stage=finished, on_start=on_start, prepare=prepare)
     table = comparison_table(run, names)
-    atomic_write_text(run.path / "table.md", table)
+    if main:
+        atomic_write_text(run.path / "table.md", table)
     return ComparisonResult(run, names, reports, table, time.perf_counter() - start)

@@ -1,25 +1,17 @@
-"""The run directory and the stage graph.
-
-A run directory holds every artefact of one experiment::
-
-    RUN/
-      config.yaml        resolved configuration of the whole pipeline
-      run_info.json      library versions, platform, seeds, command line
-      train/<name>/      one training run per classifier (the trainer's layout: config,
-                         metrics.jsonl, checkpoints/last.safetensors + .json, resumable state)
-      maps/<method>/     class-map files, one ``<id>.npz`` per image
-      lpcam/             LPCAM prototypes
-      results.json       method → evaluation JSON (fixed threshold, oracle ``best``)
-      timings.json       wall time of each stage
-      report.html        self-contained HTML report
-      logs/pipeline.log  what ran, was skipped or failed, and when
-      .stages/           one completion record per stage (inputs hash, token, seconds)
+"""The stage graph: stages that skip when complete, resume when interrupted, run everywhere.
 
 A :class:`Stage` declares its outputs and parameters. :class:`Pipeline` runs stages in order
 and skips a stage whose outputs are complete and whose inputs (its parameters and the records
 of the stages it requires) are unchanged since it completed, so an interrupted run resumes
 where it stopped. A stage whose inputs changed is reset (its outputs removed) before it runs
-again, and everything downstream of it follows.
+again, and everything downstream of it follows. Each stage's record keeps its parameters, so
+the log says why a stage runs: which parameter changed (old → new), which upstream stage ran
+again, or which output is missing.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) rank 0 owns the run: the lock, the stage records, the
+results, the timings and the log. It takes every skip/run decision and hands it to the other
+ranks, so all take the same path. A :attr:`Stage.distributed` stage runs on every rank between
+two synchronisation points; any other stage runs on rank 0 while the others wait.
 """
 
 from __future__ import annotations
@@ -27,20 +19,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
+import pickle
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import yaml
-
-from wsss.errors import ConfigError
-from wsss.io.atomic import atomic_write_json, atomic_write_text
-from wsss.runtime.provenance import library_versions, now, write_run_info
+from wsss.config import diff_settings
+from wsss.errors import ConfigError, WsssError
+from wsss.pipeline.rundir import RunDir, plain, results_entry
+from wsss.runtime import distributed
+from wsss.runtime.provenance import library_versions, now
 
 __all__ = [
     "FunctionStage",
@@ -52,212 +44,7 @@ __all__ = [
     "results_entry",
 ]
 
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e}); delete it to start over") from e
-
-
-def results_entry(fixed: Mapping[str, Any], best: Mapping[str, Any] | None = None) -> dict:
-    """One ``results.json`` entry: the fixed-threshold result with the oracle best under ``best``.
-
-    Args:
-        fixed: Evaluation at the fixed (honest) threshold.
-        best: Evaluation at the threshold chosen on ground truth; flagged ``oracle``.
-    """
-    entry = {k: v for k, v in fixed.items() if k != "best"}
-    entry["oracle"] = bool(entry.get("oracle", False))
-    if best is not None:
-        entry["best"] = {**best, "oracle": True}
-    return entry
-
-
-class RunDir:
-    """One experiment's directory of artefacts (created on first use).
-
-    Args:
-        path: Directory of the run.
-    """
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        if self.path.exists() and not self.path.is_dir():
-            raise ConfigError(f"run directory {self.path} exists and is not a directory")
-        self.path.mkdir(parents=True, exist_ok=True)
-
-    def __repr__(self) -> str:
-        return f"RunDir({str(self.path)!r})"
-
-    # Layout -------------------------------------------------------------------------------
-
-    @property
-    def config_path(self) -> Path:
-        return self.path / "config.yaml"
-
-    @property
-    def results_path(self) -> Path:
-        return self.path / "results.json"
-
-    @property
-    def timings_path(self) -> Path:
-        return self.path / "timings.json"
-
-    @property
-    def report_path(self) -> Path:
-        return self.path / "report.html"
-
-    def train_dir(self, name: str) -> Path:
-        """Directory of the training run of classifier ``name`` (e.g. ``cam``, ``pnoc``)."""
-        return self.path / "train" / name
-
-    def checkpoint(self, name: str) -> Path:
-        """Final weights of classifier ``name`` (written by the trainer at its end)."""
-        return self.train_dir(name) / "checkpoints" / "last.safetensors"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.path / "logs"
-
-    @property
-    def stages_dir(self) -> Path:
-        return self.path / ".stages"
-
-    def maps_dir(self, method: str) -> Path:
-        """Directory of the class-map files of ``method`` (e.g. ``cam``, ``lpcam``)."""
-        return self.path / "maps" / method
-
-    def contains(self, path: str | os.PathLike) -> bool:
-        """Whether ``path`` lies inside this run directory."""
-        try:
-            Path(path).resolve().relative_to(self.path.resolve())
-        except ValueError:
-            return False
-        return True
-
-    # Config -------------------------------------------------------------------------------
-
-    @property
-    def info_path(self) -> Path:
-        return self.path / "run_info.json"
-
-    def write_config(
-        self,
-        config: Any,
-        seeds: Mapping[str, int] | None = None,
-        extra: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Save the resolved ``config`` (a dataclass or mapping) and the run's provenance.
-
-        ``config.yaml`` holds the configuration alone; ``run_info.json`` holds the library
-        versions, the platform, ``seeds`` and ``extra``.
-        """
-        atomic_write_text(self.config_path, yaml.safe_dump(_plain(config), sort_keys=False))
-        write_run_info(self.path, seeds=seeds, extra=_plain(dict(extra or {})))
-
-    def read_config(self) -> dict[str, Any]:
-        """``config.yaml`` as a dict (empty if absent)."""
-        if not self.config_path.is_file():
-            return {}
-        try:
-            doc = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{self.config_path}: not valid YAML ({e})") from e
-        return doc if isinstance(doc, dict) else {}
-
-    def read_info(self) -> dict[str, Any]:
-        """``run_info.json`` as a dict (empty if absent)."""
-        return _read_json(self.info_path) if self.info_path.is_file() else {}
-
-    # Results and timings ----------------------------------------------------------------
-
-    def results(self) -> dict[str, Any]:
-        """``results.json`` as a dict (empty if absent)."""
-        if not self.results_path.is_file():
-            return {}
-        return _read_json(self.results_path)
-
-    def update_results(self, entries: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        """Merge ``entries`` (method → evaluation) into ``results.json``; returns the merge.
-
-        Methods already present and not named in ``entries`` are kept.
-        """
-        merged = self.results()
-        merged.update({name: dict(value) for name, value in entries.items()})
-        atomic_write_json(self.results_path, merged)
-        return merged
-
-    def timings(self) -> dict[str, float]:
-        """Stage name → wall seconds of its last completed run."""
-        if not self.timings_path.is_file():
-            return {}
-        return dict(_read_json(self.timings_path).get("stages", {}))
-
-    def record_timing(self, stage: str, seconds: float) -> None:
-        """Store the wall time of ``stage`` in ``timings.json``."""
-        stages = self.timings()
-        stages[stage] = round(float(seconds), 3)
-        doc = {"stages": stages, "total_seconds": round(sum(stages.values()), 3)}
-        atomic_write_json(self.timings_path, doc)
-
-    # Logging ------------------------------------------------------------------------------
-
-    def log(self, message: str) -> None:
-        """Append a time-stamped line to ``logs/pipeline.log``."""
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.logs_dir / "pipeline.log", "a", encoding="utf-8") as f:
-            f.write(f"{now()} {message}\n")
-
-    # Stage records ------------------------------------------------------------------------
-
-    def stage_record(self, name: str) -> dict[str, Any] | None:
-        """The completion record of stage ``name``, or None."""
-        path = self.stages_dir / f"{name}.json"
-        if not path.is_file():
-            return None
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            return None  # treated as never completed: the stage runs again
-
-    def write_stage_record(self, name: str, record: Mapping[str, Any]) -> None:
-        atomic_write_json(self.stages_dir / f"{name}.json", dict(record))
-
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold an exclusive lock on the run for the duration (POSIX; no-op elsewhere)."""
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows
-            yield
-            return
-        lock_path = self.path / ".lock"
-        with open(lock_path, "w") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ConfigError(
-                    f"run directory {self.path} is in use by another process; wait for it or "
-                    f"choose another --out"
-                ) from None
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _plain(obj: Any) -> Any:
-    """Convert dataclasses, paths and tuples into YAML/JSON-safe builtins."""
-    if hasattr(obj, "__dataclass_fields__"):
-        return {k: _plain(getattr(obj, k)) for k in obj.__dataclass_fields__}
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return obj
+T = TypeVar("T")
 
 
 class Stage:
@@ -271,10 +58,13 @@ class Stage:
         name: Unique name within a pipeline.
         requires: Names of the stages whose outputs this one reads; None means the stage
             just before it in the pipeline.
+        distributed: Under ``torchrun``, whether every process runs the stage (training with
+            DDP, maps sharded by rank); otherwise rank 0 runs it while the others wait.
     """
 
     name: str = ""
     requires: tuple[str, ...] | None = None
+    distributed: bool = False
 
     def outputs(self, run: RunDir) -> list[Path]:
         """Files or directories this stage writes."""
@@ -361,12 +151,67 @@ class StageReport:
         status: ``"ran"`` or ``"skipped"``.
         seconds: Wall time of this invocation (0 when skipped).
         recorded_seconds: Wall time of the run that produced the outputs.
+        reason: Why the stage ran (a changed parameter, an upstream stage that ran, a missing
+            output, ...) or ``"complete"`` when skipped.
     """
 
     name: str
     status: str
     seconds: float
     recorded_seconds: float
+    reason: str = ""
+
+
+@dataclass
+class _Decision:
+    key: str
+    params: Any
+    upstream: dict[str, str | None]
+    record: dict | None
+    reason: str | None  # None: skip
+
+
+def _from_main(fn: Callable[[], T], info: distributed.DistInfo) -> T:
+    """Run ``fn`` on rank 0 and hand its result, or its error, to every rank."""
+    if not info.enabled:
+        return fn()
+    import torch.distributed as dist
+
+    payload: list[Any] = [None]
+    if info.is_main:
+        try:
+            payload = [("ok", fn())]
+        except BaseException as e:  # every rank must learn of it, or the others hang
+            payload = [("error", e if _picklable(e) else WsssError(f"{type(e).__name__}: {e}"))]
+    dist.broadcast_object_list(payload, src=0)
+    status, value = payload[0]
+    if status == "error":
+        raise value
+    return value
+
+
+def _picklable(obj: Any) -> bool:
+    try:
+        pickle.dumps(obj)
+    except Exception:
+        return False
+    return True
+
+
+def _failed_anywhere(failed: bool, info: distributed.DistInfo) -> bool:
+    """Whether any rank failed (a synchronisation point of every rank)."""
+    if not info.enabled:
+        return failed
+    import torch.distributed as dist
+
+    flags: list[Any] = [None] * info.world_size
+    dist.all_gather_object(flags, failed)
+    return any(flags)
+
+
+def _describe(diffs: list[tuple[str, Any, Any]], limit: int = 4) -> str:
+    shown = ", ".join(f"{k} {a!r} → {b!r}" for k, a, b in diffs[:limit])
+    return shown + (f" (and {len(diffs) - limit} more)" if len(diffs) > limit else "")
 
 
 class Pipeline:
@@ -391,56 +236,99 @@ class Pipeline:
                     )
             seen.add(stage.name)
 
+    @property
+    def names(self) -> list[str]:
+        """Stage names in order."""
+        return [s.name for s in self.stages]
+
     def _requires(self, index: int) -> tuple[str, ...]:
         stage = self.stages[index]
         if stage.requires is not None:
             return tuple(stage.requires)
         return (self.stages[index - 1].name,) if index > 0 else ()
 
-    def _input_key(self, index: int, tokens: Mapping[str, str]) -> str:
-        doc = {
-            "params": _plain(self.stages[index].params()),
-            "upstream": {dep: tokens.get(dep) for dep in self._requires(index)},
-        }
-        blob = json.dumps(doc, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()
-
-    def _check(
+    def _decide(
         self, run: RunDir, index: int, tokens: Mapping[str, str], force: Sequence[str]
-    ) -> tuple[str, dict | None, bool]:
-        """``(input key, stage record, whether the stage can be skipped)``."""
+    ) -> _Decision:
+        """The stage's input key and record, and why it must run (None: it can be skipped)."""
         stage = self.stages[index]
-        key = self._input_key(index, tokens)
+        # Paths are hashed resolved: one file named two ways is one input.
+        params = json.loads(json.dumps(plain(stage.params(), resolve=True), default=str))
+        upstream = {dep: tokens.get(dep) for dep in self._requires(index)}
+        blob = json.dumps({"params": params, "upstream": upstream}, sort_keys=True).encode()
+        key = hashlib.sha256(blob).hexdigest()
         record = run.stage_record(stage.name)
-        skip = stage.name not in force and _is_done(record, key) and stage.is_complete(run)
-        return key, record, skip
+        reason = self._reason(run, stage, key, params, upstream, record, force)
+        return _Decision(key, params, upstream, record, reason)
+
+    @staticmethod
+    def _reason(
+        run: RunDir,
+        stage: Stage,
+        key: str,
+        params: Any,
+        upstream: Mapping[str, str | None],
+        record: Mapping[str, Any] | None,
+        force: Sequence[str],
+    ) -> str | None:
+        if stage.name in force:
+            return "forced"
+        if record is None:
+            return "first run"
+        if record.get("inputs") == key:
+            if record.get("status") != "done":
+                return "resuming an interrupted run"
+            if stage.is_complete(run):
+                return None
+            missing = [p for p in stage.outputs(run) if not p.exists()]
+            return f"output missing: {missing[0]}" if missing else "outputs incomplete"
+        causes = []
+        if "params" not in record:
+            causes.append("inputs changed (the record predates parameter logging)")
+        else:
+            diffs = diff_settings(record["params"] or {}, params or {})
+            if diffs:
+                causes.append(f"parameters changed: {_describe(diffs)}")
+            ran = [d for d, t in upstream.items() if (record.get("upstream") or {}).get(d) != t]
+            if ran:
+                causes.append(f"upstream stage ran again: {', '.join(ran)}")
+        if record.get("status") != "done":
+            causes.append("an interrupted earlier run had other inputs")
+        return "; ".join(causes) or "inputs changed"
 
     def pending(self, run: RunDir, force: Sequence[str] = ()) -> list[str]:
         """Names of the stages that :meth:`run` would execute."""
+        return [name for name, _ in self.explain(run, force)]
+
+    def explain(self, run: RunDir, force: Sequence[str] = ()) -> list[tuple[str, str]]:
+        """``(name, why)`` of each stage that :meth:`run` would execute, in order."""
         tokens: dict[str, str] = {}
-        names = []
+        out = []
         for i, stage in enumerate(self.stages):
-            _, record, skip = self._check(run, i, tokens, force)
+            d = self._decide(run, i, tokens, force)
             # A stage that reruns gets a new token, so every stage after it reruns too.
-            tokens[stage.name] = record["token"] if skip else uuid.uuid4().hex
-            if not skip:
-                names.append(stage.name)
-        return names
+            tokens[stage.name] = d.record["token"] if d.reason is None else uuid.uuid4().hex
+            if d.reason is not None:
+                out.append((stage.name, d.reason))
+        return out
 
     def run(
         self,
         run: RunDir,
         force: Sequence[str] = (),
         on_stage: Callable[[StageReport], None] | None = None,
-        on_start: Callable[[Stage], None] | None = None,
+        on_start: Callable[[Stage, str], None] | None = None,
+        prepare: Callable[[RunDir], None] | None = None,
     ) -> list[StageReport]:
-        """Run every stage that is not complete, in order.
+        """Run every stage that is not complete, in order (on every rank under ``torchrun``).
 
         Args:
             run: The run directory.
             force: Names of stages to rerun even if complete (their dependents follow).
-            on_stage: Called with each stage's report as soon as it is known.
-            on_start: Called with each stage that is about to run.
+            on_stage: Called (on rank 0) with each stage's report as soon as it is known.
+            on_start: Called (on rank 0) with each stage about to run and why it runs.
+            prepare: Called (on rank 0) once the run is locked, before the first stage, e.g.
+                to write ``config.yaml``.
 
         Returns:
             One report per stage.
@@ -448,67 +336,83 @@ class Pipeline:
         unknown = set(force) - set(self.names)
         if unknown:
             raise ConfigError(f"unknown stage(s) {sorted(unknown)}; known: {self.names}")
+        info = distributed.init_distributed()
+        lock = contextlib.ExitStack()
+
+        def take_lock() -> None:
+            lock.enter_context(run.lock())
+            if prepare is not None:
+                prepare(run)
+
+        _from_main(take_lock, info)
         reports = []
         tokens: dict[str, str] = {}
-        with run.lock():
+        with lock:
             for i, stage in enumerate(self.stages):
-                key, record, skip = self._check(run, i, tokens, force)
-                if skip:
-                    tokens[stage.name] = record["token"]
-                    report = StageReport(stage.name, "skipped", 0.0, record.get("seconds", 0.0))
-                    run.log(f"skip {stage.name} (complete)")
+                d = _from_main(lambda i=i: self._decide(run, i, tokens, force), info)
+                if d.reason is None:
+                    tokens[stage.name] = d.record["token"]
+                    if info.is_main:
+                        run.log(f"skip {stage.name} (complete)")
+                    recorded = d.record.get("seconds", 0.0)
+                    report = StageReport(stage.name, "skipped", 0.0, recorded, "complete")
                 else:
-                    if on_start is not None:
-                        on_start(stage)
-                    tokens[stage.name], seconds = self._execute(run, stage, key, record)
-                    report = StageReport(stage.name, "ran", seconds, seconds)
+                    if on_start is not None and info.is_main:
+                        on_start(stage, d.reason)
+                    tokens[stage.name], seconds = self._execute(run, stage, d, info)
+                    report = StageReport(stage.name, "ran", seconds, seconds, d.reason)
                 reports.append(report)
-                if on_stage is not None:
+                if on_stage is not None and info.is_main:
                     on_stage(report)
         return reports
 
     def _execute(
-        self, run: RunDir, stage: Stage, key: str, record: dict | None
+        self, run: RunDir, stage: Stage, d: _Decision, info: distributed.DistInfo
     ) -> tuple[str, float]:
-        # Same inputs as an interrupted attempt: keep its partial outputs so the stage can
-        # resume. Otherwise whatever is there was made from other inputs and is stale.
-        resuming = record is not None and record.get("inputs") == key and record["status"] != "done"
-        if not resuming:
-            stage.reset(run)
-        run.write_stage_record(
-            stage.name, {"status": "running", "inputs": key, "started": now(), "token": None}
-        )
-        run.log(f"{'resume' if resuming else 'start'} {stage.name}")
+        def prepare() -> None:
+            # Same inputs as an interrupted attempt: keep its partial outputs so the stage can
+            # resume. Otherwise whatever is there was made from other inputs and is stale.
+            record = d.record
+            resuming = (
+                record is not None and record.get("inputs") == d.key and record["status"] != "done"
+            )
+            if not resuming:
+                stage.reset(run)
+            running = {"status": "running", "inputs": d.key, "started": now(), "token": None}
+            run.write_stage_record(
+                stage.name, {**running, "params": d.params, "upstream": d.upstream}
+            )
+            run.log(f"start {stage.name}: {d.reason}")
+
+        _from_main(prepare, info)
         start = time.perf_counter()
-        try:
-            stage.run(run)
-        except BaseException as e:
-            run.log(f"failed {stage.name}: {type(e).__name__}: {e}")
-            raise
+        error: BaseException | None = None
+        if stage.distributed or info.is_main:
+            try:
+                stage.run(run)
+            except BaseException as e:
+                error = e
+        if _failed_anywhere(error is not None, info):
+            if info.is_main:
+                cause = (
+                    "on another process" if error is None else f"{type(error).__name__}: {error}"
+                )
+                run.log(f"failed {stage.name}: {cause}")
+            if error is not None:
+                raise error
+            raise WsssError(f"stage {stage.name!r} failed on another process (see its output)")
         seconds = time.perf_counter() - start
-        if stage.outputs(run) and not stage.is_complete(run):
-            missing = [str(p) for p in stage.outputs(run) if not p.exists()][:5]
-            raise RuntimeError(f"stage {stage.name!r} finished without writing {missing}")
-        token = uuid.uuid4().hex
-        run.write_stage_record(
-            stage.name,
-            {
-                "status": "done",
-                "inputs": key,
-                "token": token,
-                "finished": now(),
-                "seconds": round(seconds, 3),
-            },
-        )
-        run.record_timing(stage.name, seconds)
-        run.log(f"done {stage.name} in {seconds:.1f} s")
-        return token, seconds
 
-    @property
-    def names(self) -> list[str]:
-        """Stage names in order."""
-        return [s.name for s in self.stages]
+        def finish() -> str:
+            if stage.outputs(run) and not stage.is_complete(run):
+                missing = [str(p) for p in stage.outputs(run) if not p.exists()][:5]
+                raise RuntimeError(f"stage {stage.name!r} finished without writing {missing}")
+            token = uuid.uuid4().hex
+            done = {"status": "done", "inputs": d.key, "token": token, "finished": now()}
+            done |= {"seconds": round(seconds, 3), "params": d.params, "upstream": d.upstream}
+            run.write_stage_record(stage.name, done)
+            run.record_timing(stage.name, seconds)
+            run.log(f"done {stage.name} in {seconds:.1f} s")
+            return token
 
-
-def _is_done(record: Mapping[str, Any] | None, key: str) -> bool:
-    return record is not None and record.get("status") == "done" and record.get("inputs") == key
+        return _from_main(finish, info), seconds

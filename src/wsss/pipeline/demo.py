@@ -4,17 +4,18 @@ Stages (each skipped when its outputs are complete, so an interrupted demo resum
 
     data         generate the synthetic benchmark (if absent)
     train_cam    train the ``synth-demo`` classifier (vanilla CAM) from scratch
-    maps_cam     CAMs of the train split (multi-scale + flip)
-    eval_cam     seed masks at the fixed threshold 0.3 and the oracle sweep → results.json
-    train_pnoc   (--strategy pnoc) P-NOC with the vanilla classifier as its OC
+    maps_cam     CAMs of the train split (``maps.scales``, each with its flip)
+    eval_cam     seed masks at the fixed threshold and the oracle sweep → results.json
+    train_pnoc   (demo.strategy=pnoc) P-NOC with the vanilla classifier as its OC
     maps_pnoc, eval_pnoc
-    lpcam_fit    LPCAM prototypes of the vanilla classifier (if --lpcam)
+    lpcam_fit    LPCAM prototypes of the vanilla classifier (demo.lpcam)
     maps_lpcam   LPCAM and LPCAM-F maps (one feature pass for both)
     eval_lpcam, eval_lpcam_f
     report       report.html
 
 LPCAM uses the vanilla classifier, so ``cam`` / ``lpcam`` / ``lpcam_f`` compare maps of one
-network; a strategy's entry (``pnoc``) is the CAM of its own classifier.
+network; a strategy's entry (``pnoc``) is the CAM of its own classifier. The settings are a
+:class:`~wsss.pipeline.config.PipelineConfig` loaded from the ``demo`` preset.
 """
 
 from __future__ import annotations
@@ -23,18 +24,16 @@ import dataclasses
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from wsss.config import Config, apply_overrides, dataclass_from_dict, load_config
-from wsss.data.synthetic import SynthConfig
-from wsss.errors import ConfigError
-from wsss.maps.lpcam import PrototypeConfig
-from wsss.pipeline.core import Pipeline, RunDir, Stage, StageReport
+from wsss.config import Config, apply_overrides, config_to_dict
+from wsss.config.core import Override, override_key
+from wsss.pipeline.config import PipelineConfig, pipeline_config
+from wsss.pipeline.core import Pipeline, Stage, StageReport
+from wsss.pipeline.rundir import RunDir
 from wsss.pipeline.stages import (
     DataSpec,
     EvalStage,
@@ -45,119 +44,63 @@ from wsss.pipeline.stages import (
     SynthStage,
     TrainStage,
 )
+from wsss.runtime import distributed
 
-__all__ = ["STRATEGIES", "DemoConfig", "DemoResult", "demo_config", "demo_pipeline", "run_demo"]
+__all__ = [
+    "STRATEGIES",
+    "DemoResult",
+    "config_writer",
+    "data_root",
+    "demo_config",
+    "demo_pipeline",
+    "run_demo",
+]
 
 STRATEGIES = ("vanilla", "pnoc")
-_SECTIONS = ("demo", "synth", "lpcam")
-
-
-@dataclass
-class DemoConfig:
-    """Everything the demo does.
-
-    Attributes:
-        classifier: Configuration of the classifier (the ``synth-demo`` preset).
-        synth: Synthetic benchmark settings.
-        prototypes: LPCAM prototype settings.
-        strategy: ``vanilla``, or ``pnoc`` (a vanilla classifier first, then P-NOC with it
-            as the ordinary classifier).
-        lpcam: Also compute LPCAM and LPCAM-F maps.
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        threshold: Fixed background threshold of the seed masks (the papers' 0.3).
-        scales: Test-time augmentation scales of every map method (each with its flip).
-            The demo uses scale 1 only, not the papers' (1.0, 0.5, 1.5, 2.0): the larger
-            scales cost 7× more compute, and on the benchmark they do not change the CAM seed
-            mIoU at the fixed threshold (measured on 200 train images: 33.8 with scale 1,
-            33.7 with all four).
-        examples: Images in the report's example grid.
-        split: Split on which maps are computed and evaluated.
-    """
-
-    classifier: Config = field(default_factory=Config)
-    synth: SynthConfig = field(default_factory=SynthConfig)
-    prototypes: PrototypeConfig = field(default_factory=PrototypeConfig)
-    strategy: str = "vanilla"
-    lpcam: bool = True
-    device: str = "auto"
-    threshold: float = 0.3
-    scales: tuple[float, ...] = (1.0,)
-    examples: int = 8
-    split: str = "train"
-
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"demo strategy must be one of {', '.join(STRATEGIES)}")
-        if not self.scales or any(s <= 0 for s in self.scales):
-            raise ConfigError(f"demo.scales must be positive numbers, got {list(self.scales)}")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ConfigError(f"demo.threshold must be in [0, 1], got {self.threshold}")
-
-
-def _apply_section(obj: Any, items: Sequence[tuple[str, str]], section: str) -> Any:
-    """A copy of dataclass ``obj`` with ``key=value`` items (YAML values) checked by type."""
-    if not items:
-        return obj
-    data = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
-    for key, text in items:
-        try:
-            data[key] = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"cannot parse {section}.{key}={text!r}: {e}") from None
-    return dataclass_from_dict(type(obj), data, section)
 
 
 def demo_config(
-    overrides: Sequence[str] = (),
+    overrides: Iterable[Override] = (),
     *,
-    preset: str = "synth-demo",
-    strategy: str = "vanilla",
-    lpcam: bool = True,
-    device: str = "auto",
-) -> DemoConfig:
-    """Build the demo's configuration from the preset and ``key=value`` overrides.
+    preset: str | Path | None = "demo",
+    strategy: str | None = None,
+    lpcam: bool | None = None,
+    device: str | None = None,
+    data: str | os.PathLike | None = None,
+) -> PipelineConfig:
+    """The demo's settings: the ``demo`` preset, then the shortcuts, then ``key=value`` overrides.
 
-    Overrides starting with ``synth.`` set :class:`~wsss.data.synthetic.SynthConfig` fields,
-    ``lpcam.`` :class:`~wsss.maps.lpcam.PrototypeConfig` fields and ``demo.``
-    :class:`DemoConfig` fields (``demo.scales=[1.0]``); the rest go to the classifier's
-    configuration (``train.epochs=2``, ``model.backbone=resnet18``). Unless set, the
-    classifier is validated once, after its last epoch (``train.val_every`` = epochs).
+    The shortcuts are the ``wsss demo`` options and set the same fields as overrides would:
+    ``strategy`` → ``demo.strategy``, ``lpcam`` → ``demo.lpcam``, ``device`` →
+    ``train.device`` and ``maps.device``, ``data`` → ``data.root`` (None leaves a field as the
+    preset has it). Overrides use the pipeline's sections: ``synth.train=400``, ``lpcam.k=8``,
+    ``maps.scales=[1.0,0.5]``, ``eval.threshold=0.25``, ``train.epochs=2``.
+
+    Unless an override sets ``train.val_every``, the classifier is validated once, after its
+    last epoch (``train.val_every`` = ``train.epochs``): validation there does not change the
+    weights, and per-epoch validation would only cost time.
 
     Raises:
         ConfigError: Unknown key, bad value, unknown preset.
     """
-    by_section: dict[str, list[tuple[str, str]]] = {s: [] for s in _SECTIONS}
-    rest = []
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} is not of the form key=value")
-        if section in by_section:
-            if not dot or "." in name:
-                raise ConfigError(f"override {item!r}: expected {section}.<setting>=value")
-            by_section[section].append((name, value))
-        else:
-            rest.append(item)
-    classifier = load_config(preset, rest)
-    demo_defaults = [f"train.device={device}"]
-    if not any(item.strip().startswith("train.val_every=") for item in rest):
-        # Validation does not change the weights: the demo validates once, after the last epoch.
-        demo_defaults.append(f"train.val_every={classifier.train.epochs}")
-    classifier = apply_overrides(classifier, demo_defaults)
-    demo = DemoConfig(
-        classifier=classifier,
-        synth=_apply_section(SynthConfig(), by_section["synth"], "synth"),
-        prototypes=_apply_section(PrototypeConfig(), by_section["lpcam"], "lpcam"),
-        strategy=strategy,
-        lpcam=lpcam,
-        device=device,
-    )
-    nested = {"classifier", "synth", "prototypes"}
-    for key, _ in by_section["demo"]:
-        if key in nested:
-            raise ConfigError(f"demo.{key} cannot be set directly; use its own keys")
-    return _apply_section(demo, by_section["demo"], "demo")
+    overrides = list(overrides)
+    shortcuts = {
+        "demo.strategy": strategy,
+        "demo.lpcam": lpcam,
+        "train.device": device,
+        "maps.device": device,
+        "data.root": None if data is None else str(data),
+    }
+    config = pipeline_config(preset, overrides, shortcuts=shortcuts)
+    if "train.val_every" not in {override_key(o) for o in overrides}:
+        config = apply_overrides(config, [("train.val_every", config.train.epochs)])
+    return config
+
+
+def data_root(run: RunDir, config: PipelineConfig) -> Path:
+    """The benchmark folder: ``data.root``, or ``<run>/data``; resolved."""
+    root = Path(config.data.root) if config.data.root else run.path / "data"
+    return root.expanduser().resolve()
 
 
 def _strategy_config(classifier: Config, strategy: str, oc: Path) -> Config:
@@ -170,18 +113,32 @@ def _strategy_config(classifier: Config, strategy: str, oc: Path) -> Config:
 
 
 def demo_pipeline(
-    run: RunDir, demo: DemoConfig, data_root: str | os.PathLike, progress: bool = True
+    run: RunDir,
+    config: PipelineConfig,
+    root: str | os.PathLike | None = None,
+    progress: bool = True,
 ) -> Pipeline:
-    """The demo's stages for ``run``, reading (and generating) the benchmark at ``data_root``."""
-    data_root = Path(data_root)
-    data = DataSpec(data_root, demo.split, "voc")
-    data_config = dataclasses.replace(demo.classifier.data, root=str(data_root), format="voc")
-    classifier = dataclasses.replace(demo.classifier, data=data_config)
-    maps = {"scales": demo.scales, "device": demo.device, "progress": progress}
-    evals = {"threshold": demo.threshold, "progress": progress}
+    """The demo's stages for ``run``, reading (and generating) the benchmark at ``root``.
 
-    stages = [
-        SynthStage(data_root, demo.synth, workers=min(2, os.cpu_count() or 1), progress=progress),
+    ``root`` defaults to :func:`data_root`.
+    """
+    root = Path(root).resolve() if root is not None else data_root(run, config)
+    demo = config.demo
+    data = DataSpec(root, demo.split, "voc")
+    classifier = config.classifier
+    classifier = dataclasses.replace(
+        classifier, data=dataclasses.replace(classifier.data, root=str(root), format="voc")
+    )
+    device = config.maps.device
+    maps = {"scales": config.maps.scales, "device": device, "progress": progress}
+    evals = {
+        "threshold": config.eval.threshold,
+        "thresholds": config.eval.thresholds,
+        "progress": progress,
+    }
+
+    stages: list[Stage] = [
+        SynthStage(root, config.synth, workers=min(2, os.cpu_count() or 1), progress=progress),
         TrainStage("cam", classifier, requires=("data",), progress=progress),
         MapsStage("cam", "cam", data, requires=("train_cam",), **maps),
         EvalStage("cam", data, requires=("maps_cam",), **evals),
@@ -189,9 +146,9 @@ def demo_pipeline(
     evaluations = ["eval_cam"]
     if demo.strategy != "vanilla":
         name = demo.strategy
-        config = _strategy_config(classifier, name, run.checkpoint("cam"))
+        strategy_config = _strategy_config(classifier, name, run.checkpoint("cam"))
         stages += [
-            TrainStage(name, config, requires=("data", "train_cam"), progress=progress),
+            TrainStage(name, strategy_config, requires=("data", "train_cam"), progress=progress),
             MapsStage(name, name, data, map_method="cam", requires=(f"train_{name}",), **maps),
             EvalStage(name, data, requires=(f"maps_{name}",), **evals),
         ]
@@ -201,8 +158,8 @@ def demo_pipeline(
             PrototypeStage(
                 "cam",
                 data,
-                demo.prototypes,
-                device=demo.device,
+                config.lpcam,
+                device=device,
                 requires=("train_cam", "maps_cam"),
                 progress=progress,
             )
@@ -214,8 +171,9 @@ def demo_pipeline(
     title = (
         f"wsss demo: {demo.strategy}{' + LPCAM' if demo.lpcam else ''} on the synthetic benchmark"
     )
+    threshold = config.eval.threshold
     stages.append(
-        ReportStage(data, demo.examples, demo.threshold, title, requires=tuple(evaluations))
+        ReportStage(data, config.report.examples, threshold, title, requires=tuple(evaluations))
     )
     return Pipeline(stages)
 
@@ -237,38 +195,45 @@ class DemoResult:
     seconds: float
 
 
+def config_writer(
+    config: PipelineConfig, root: Path, stages: Sequence[str], **extra: Any
+) -> Callable[[RunDir], None]:
+    """A :meth:`Pipeline.run` ``prepare`` hook saving the resolved configuration (``data.root``
+    filled in) and the provenance, with ``extra`` keys added to ``config.yaml``."""
+
+    def write(run: RunDir) -> None:
+        data = dataclasses.replace(config.data, root=str(root))
+        doc = {**config_to_dict(dataclasses.replace(config, data=data)), **extra}
+        info = {"command": list(sys.argv), "stages": list(stages)}
+        info["world_size"] = distributed.dist_info().world_size
+        run.write_config(doc, config.seeds(), extra=info)
+
+    return write
+
+
 def run_demo(
     out: str | os.PathLike = "runs/demo",
-    data: str | os.PathLike | None = None,
-    demo: DemoConfig | None = None,
+    config: PipelineConfig | None = None,
     on_stage: Callable[[StageReport], None] | None = None,
-    on_start: Callable[[Stage], None] | None = None,
+    on_start: Callable[[Stage, str], None] | None = None,
     progress: bool = True,
 ) -> DemoResult:
-    """Run (or resume) the demo into ``out``.
+    """Run (or resume) the demo into ``out``; under ``torchrun``, on every process.
 
     Args:
         out: Run directory.
-        data: Synthetic benchmark folder (default ``<out>/data``); generated if absent.
-        demo: Settings (default :func:`demo_config` with no overrides).
+        config: Settings (default :func:`demo_config` with no overrides); ``data.root`` is the
+            synthetic benchmark folder (default ``<out>/data``), generated if absent.
         on_stage: Called with each stage's report as it finishes or is skipped.
-        on_start: Called with each stage about to run.
+        on_start: Called with each stage about to run and the reason it runs.
         progress: Show progress bars.
     """
     start = time.perf_counter()
-    demo = demo or demo_config()
+    config = config or demo_config()
+    distributed.init_distributed()
     run = RunDir(out)
-    data_root = Path(data) if data is not None else run.path / "data"
-    pipeline = demo_pipeline(run, demo, data_root, progress=progress)
-    seeds = {
-        "synth": demo.synth.seed,
-        "train": demo.classifier.train.seed,
-        "lpcam": demo.prototypes.seed,
-    }
-    run.write_config(
-        {"data_root": str(data_root), **dataclasses.asdict(demo)},
-        seeds,
-        extra={"command": list(sys.argv), "stages": pipeline.names},
-    )
-    reports = pipeline.run(run, on_stage=on_stage, on_start=on_start)
+    root = data_root(run, config)
+    pipeline = demo_pipeline(run, config, root, progress=progress)
+    prepare = config_writer(config, root, pipeline.names)
+    reports = pipeline.run(run, on_stage=on_stage, on_start=on_start, prepare=prepare)
     return DemoResult(run, reports, run.results(), time.perf_counter() - start)

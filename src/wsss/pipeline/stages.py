@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wsss.config import Config, config_to_dict
+from wsss.config import Config, result_params
 from wsss.data.base import SegmentationDataset
-from wsss.pipeline.core import RunDir, Stage, results_entry
+from wsss.pipeline.core import Stage
+from wsss.pipeline.rundir import RunDir, results_entry
 
 __all__ = [
     "DataSpec",
@@ -31,16 +32,13 @@ __all__ = [
     "write_run_report",
 ]
 
-# Training settings that do not change the trained weights (see wsss.train.engine).
-_RESULT_NEUTRAL_TRAIN_KEYS = ("device", "num_workers", "log_every", "checkpoint_every")
-
 
 @dataclass(frozen=True)
 class DataSpec:
     """Which split of which dataset a stage reads.
 
     Attributes:
-        root: Dataset root.
+        root: Dataset root (stored resolved: absolute, symbolic links followed).
         split: Split name.
         format: Reader name of :func:`wsss.data.datasets.build_dataset`.
     """
@@ -48,6 +46,9 @@ class DataSpec:
     root: Path
     split: str = "train"
     format: str = "voc"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).expanduser().resolve())
 
     def build(self) -> SegmentationDataset:
         """Open the split."""
@@ -81,7 +82,8 @@ class SynthStage(Stage):
     name = "data"
 
     def __init__(self, root: Path, config: Any, workers: int = 1, progress: bool = True) -> None:
-        self.root, self.config, self.workers, self.progress = Path(root), config, workers, progress
+        self.root = Path(root).expanduser().resolve()
+        self.config, self.workers, self.progress = config, workers, progress
 
     def outputs(self, run: RunDir) -> list[Path]:
         return [self.root / "synth.json"]
@@ -116,12 +118,17 @@ class SynthStage(Stage):
 class TrainStage(Stage):
     """Train classifier ``name`` into ``run.train_dir(name)``; an interrupted run resumes.
 
+    Runs on every process under ``torchrun`` (DDP). Its parameters are the configuration
+    without the result-neutral settings (:func:`wsss.config.result_params`).
+
     Args:
         name: Classifier name (the stage is ``train_<name>``).
-        config: Full configuration (``data.root`` set).
+        config: Full configuration (``data.root`` set; stored resolved).
         requires: Stages whose outputs the training reads (e.g. the OC of P-NOC).
         progress: Show progress bars.
     """
+
+    distributed = True
 
     def __init__(
         self,
@@ -130,6 +137,9 @@ class TrainStage(Stage):
         requires: tuple[str, ...] | None = None,
         progress: bool = True,
     ) -> None:
+        if config.data.root is not None:
+            root = str(Path(config.data.root).expanduser().resolve())
+            config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=root))
         self.classifier, self.config, self.progress = name, config, progress
         self.name = f"train_{name}"
         self.requires = requires
@@ -138,10 +148,7 @@ class TrainStage(Stage):
         return [run.train_dir(self.classifier)]
 
     def params(self) -> Mapping[str, Any]:
-        params = config_to_dict(self.config)
-        for key in _RESULT_NEUTRAL_TRAIN_KEYS:
-            params["train"].pop(key, None)
-        return params
+        return result_params(self.config)
 
     def is_complete(self, run: RunDir) -> bool:
         return run.checkpoint(self.classifier).is_file()
@@ -170,6 +177,8 @@ class MapsStage(Stage):
         requires: Upstream stages.
         progress: Show a progress bar.
     """
+
+    distributed = True  # run_maps shards the images by rank
 
     def __init__(
         self,

@@ -33,7 +33,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from wsss.config import Config, config_to_dict, dataclass_from_dict, save_resolved
+from wsss.config import (
+    Config,
+    config_to_dict,
+    dataclass_from_dict,
+    save_resolved,
+)
 from wsss.data.base import SegmentationDataset
 from wsss.data.check import verify_files
 from wsss.data.loader import SeededSampler, build_train_loader

@@ -18,18 +18,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from wsss.config import Config, config_to_dict
+from wsss.config import Config, config_to_dict, diff_settings, neutral_keys
 from wsss.errors import ConfigError
 
 if TYPE_CHECKING:
     from wsss.train.engine import Trainer
 
-__all__ = ["RESUMABLE_CHANGES", "capture_state", "check_resumable", "restore_state"]
-
-# Settings that may change when resuming without changing the result.
-RESUMABLE_CHANGES = frozenset(
-    {"num_workers", "device", "log_every", "checkpoint_every", "val_every", "tensorboard"}
-)
+__all__ = ["capture_state", "check_resumable", "restore_state"]
 
 
 def _plain(x: Any) -> Any:
@@ -158,12 +153,11 @@ def check_resumable(saved: Mapping[str, Any], config: Config, where: Path) -> No
     """
     current = config_to_dict(config)
     saved = _with_defaults(saved, config_to_dict(type(config)()))
-    diffs = []
-    for section in saved.keys() | current.keys():
-        a, b = saved.get(section, {}), current.get(section, {})
-        for key in a.keys() | b.keys():
-            if a.get(key) != b.get(key) and not (section == "train" and key in RESUMABLE_CHANGES):
-                diffs.append(f"{section}.{key}: {a.get(key)!r} → {b.get(key)!r}")
+    # Only the result-neutral settings (declared on the Config fields) may change.
+    diffs = [
+        f"{key}: {a!r} → {b!r}"
+        for key, a, b in diff_settings(saved, current, ignore=neutral_keys(type(config)))
+    ]
     if diffs:
         raise ConfigError(
             f"cannot resume {where}: the configuration changed ({'; '.join(sorted(diffs)[:5])}); "

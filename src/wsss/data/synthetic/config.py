@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from wsss.config import config_to_dict, dataclass_from_dict
 from wsss.errors import ConfigError
 
 # Names only label the classes; nothing about a class's look depends on its name.
@@ -116,19 +116,12 @@ class SynthConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of the knobs (tuples as lists)."""
-        return {
-            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-            for f in dataclasses.fields(self)
-        }
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SynthConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error naming them."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ConfigError(f"synthetic config: unknown setting(s) {unknown}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        """Inverse of :meth:`to_dict`; an unknown key or a wrong type is an error naming it."""
+        return dataclass_from_dict(cls, data, "synth")
 
     def _validate(self) -> None:
         def fail(name: str, problem: str) -> None:
