@@ -44,6 +44,7 @@ PEERS = {
     ("config", "io"),
     ("config", "runtime"),
     ("refine", "maps"),  # refinement reads and writes class maps
+    ("maps", "refine"),  # segmentation inference ends with the dense CRF (wsss.refine.crf)
     ("report", "evaluate"),  # the report formats metric tables
     ("diagnostics", "evaluate"),
     ("train", "maps"),  # validation hooks may compute maps

@@ -122,18 +122,28 @@ def test_the_crf_runs_with_the_deeplab_v2_parameters(tmp_path: Path, monkeypatch
     data = Squares(2)
     segment_split(ColourNet(), data, tmp_path, scales=(1.0,), crf=True)
     assert [p for _, _, p in seen] == [DEEPLAB_V2_CRF] * 2
-    assert CRFParams(1.0, 3.0, 67.0, 3.0, 4.0, 10) == DEEPLAB_V2_CRF
+    assert (
+        CRFParams(
+            iterations=10,
+            gaussian_sxy=1.0,
+            gaussian_compat=3.0,
+            bilateral_sxy=67.0,
+            bilateral_srgb=3.0,
+            bilateral_compat=4.0,
+        )
+        == DEEPLAB_V2_CRF
+    )
     np.testing.assert_array_equal(seen[1][0], data.images[1])  # the RGB image, H×W×3
     np.testing.assert_allclose(seen[1][1].sum(0), 1.0, rtol=1e-5)  # softmax probabilities
     assert (MaskStore(tmp_path).load("im1") == 2).all()
     crf = json.loads((tmp_path / "masks.json").read_text())["crf"]
     assert crf == {
+        "iterations": 10,
         "gaussian_sxy": 1.0,
         "gaussian_compat": 3.0,
         "bilateral_sxy": 67.0,
         "bilateral_srgb": 3.0,
         "bilateral_compat": 4.0,
-        "iterations": 10,
     }
 
 

@@ -152,6 +152,10 @@ def _crf_params(crf: bool | CRFParams | None) -> CRFParams | None:
     raise ConfigError(f"crf must be true, false or CRFParams, got {crf!r}")
 
 
+def _without(settings: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k != key}
+
+
 def segment_split(
     model: nn.Module,
     dataset: SegmentationDataset,
@@ -182,7 +186,7 @@ def segment_split(
         scales: TTA scales (default 0.5, 1, 1.5, 2), each with its flip when ``flip``.
         flip: Horizontal-flip TTA.
         crf: Dense CRF on the probabilities: True for the DeepLab-v2 parameters, or a
-            :class:`~wsss.maps.segmentation_infer.CRFParams`. Needs pydensecrf.
+            :class:`~wsss.refine.crf.CRFParams`. Needs pydensecrf.
         save_probs: Also save the class probabilities.
         device: Where the model runs; default its current device.
         amp: Autocast on CUDA.
@@ -225,7 +229,8 @@ def segment_split(
         "checkpoint": None if checkpoint is None else str(checkpoint),
         "scales": [float(s) for s in scales],
         "flip": bool(flip),
-        "crf": None if params is None else dataclasses.asdict(params),
+        # gt_prob belongs to label unaries; probability unaries do not use it.
+        "crf": None if params is None else _without(dataclasses.asdict(params), "gt_prob"),
         "split": getattr(dataset, "split", None),
         "classes": list(getattr(dataset, "class_names", [])),
     }
