@@ -51,11 +51,21 @@ def _register_all() -> None:
         eval_cmds,
         lpcam_cmds,
         maps_cmds,
+        segment_cmds,
         synth_cmds,
         train_cmds,
     )
 
-    for module in (data_cmds, synth_cmds, eval_cmds, train_cmds, maps_cmds, lpcam_cmds, demo_cmds):
+    for module in (
+        data_cmds,
+        synth_cmds,
+        eval_cmds,
+        train_cmds,
+        maps_cmds,
+        lpcam_cmds,
+        segment_cmds,
+        demo_cmds,
+    ):
         module.register(app)
 
 

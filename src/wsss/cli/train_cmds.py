@@ -8,19 +8,29 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from wsss.cli.options import DatasetFormat, Strategy, escape, set_option, workers_option
+from wsss.cli.options import (
+    DatasetFormat,
+    Strategy,
+    TaskName,
+    escape,
+    set_option,
+    workers_option,
+)
 from wsss.errors import ConfigError
 
 console = Console()
 err_console = Console(stderr=True)
 
 TRAIN_HELP = (
-    "Train a CAM classifier and write checkpoints and metrics into a run directory.\n\n"
+    "Train a CAM classifier (or, with --task segmentation, a segmentation network on masks) "
+    "and write checkpoints and metrics into a run directory.\n\n"
     "Settings come from --config (a preset or YAML file), then the dedicated options, then "
     "KEY=VALUE overrides and --set items (the last wins). Rerun with --resume to continue an "
     "interrupted run.\n\n"
     "Example:\n\n"
     "  wsss train --config synth-demo --data data/synth --out runs/cam --set train.epochs=4\n\n"
+    "  wsss train --config synth-segmentation --data data/synth --masks runs/demo/pseudo "
+    "--out runs/seg\n\n"
     "Multi-GPU: the same command under torchrun, e.g. "
     "torchrun --nproc_per_node 4 -m wsss train --config voc12-cam --data VOC2012"
 )
@@ -46,8 +56,17 @@ def train(
     out: Path = typer.Option(
         None, "--out", "-o", help="Run directory (default: runs/PRESET, named after --config)."
     ),
+    task: TaskName | None = typer.Option(
+        None, "--task", help="What is trained (sets train.task; default from the config)."
+    ),
     strategy: Strategy | None = typer.Option(
-        None, "--strategy", help="Training strategy (sets train.strategy)."
+        None, "--strategy", help="Training strategy of the cam task (sets train.strategy)."
+    ),
+    masks: Path = typer.Option(
+        None,
+        "--masks",
+        help="Folder of training masks <id>.png for --task segmentation (sets "
+        "train.strategy_args.masks; default: the split's ground truth).",
     ),
     oc: Path = typer.Option(
         None, "--oc", help="Ordinary-classifier checkpoint (sets train.strategy_args.oc)."
@@ -73,7 +92,9 @@ def train(
     shortcuts = {
         "data.root": None if data is None else str(data),
         "data.format": None if format is None else format.value,
+        "train.task": None if task is None else task.value,
         "train.strategy": None if strategy is None else strategy.value,
+        "train.strategy_args.masks": None if masks is None else str(masks),
         "train.strategy_args.oc": None if oc is None else str(oc),
         "train.device": device,
         "train.num_workers": workers,
@@ -89,6 +110,11 @@ def train(
             )
         config = str(out / "config.yaml")
     cfg = load_config(config, items)
+    if masks is not None and cfg.train.task != "segmentation":
+        raise ConfigError(
+            f"--masks trains a segmentation network on masks, but train.task is "
+            f"{cfg.train.task!r}; add --task segmentation (or use a segmentation preset)"
+        )
     if cfg.train.task == "cam" and cfg.train.strategy not in STRATEGIES:
         raise ConfigError(
             f"train.strategy: unknown strategy {cfg.train.strategy!r}; known: "

@@ -18,6 +18,7 @@ evaluated like any others: :func:`wsss.evaluate.evaluate` with ``masks_dir`` (``
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from wsss.config.core import neutral
 from wsss.data.base import SegmentationDataset
 from wsss.data.transforms import to_tensor
 from wsss.errors import ConfigError, DataError, WsssError
@@ -47,9 +49,44 @@ from wsss.maps.segmentation_infer import (
 from wsss.maps.tta import DEFAULT_MAX_PIXELS
 from wsss.runtime import dist_info, progress_bar
 
-__all__ = ["ProbabilityStore", "SegmentRunResult", "segment_split"]
+__all__ = ["ProbabilityStore", "SegmentConfig", "SegmentRunResult", "segment_split"]
 
 PROBS_DIR = "probs"
+
+
+@dataclass
+class SegmentConfig:
+    """Settings of segmentation inference (``wsss segment --set KEY=VALUE``).
+
+    Attributes:
+        scales: Test-time scales, each with its horizontal flip when ``flip`` (METHODS.md §8:
+            0.5, 1.0, 1.5, 2.0).
+        flip: Horizontal-flip TTA.
+        crf: Refine the probabilities with the dense CRF (DeepLab-v2 parameters; needs the
+            ``crf`` extra).
+        probs: Also save the class probabilities (``probs/<id>.npz``).
+        amp: float16 autocast on CUDA.
+        batch_size: Images per call (equal sizes share forward passes).
+        workers: Image-decoding processes (0: in this process).
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda[:N]``.
+    """
+
+    scales: tuple[float, ...] = SEGMENTATION_SCALES
+    flip: bool = True
+    crf: bool = False
+    probs: bool = False
+    amp: bool = True
+    batch_size: int = neutral(1)
+    workers: int = neutral(0)
+    device: str = neutral("auto")
+
+    def __post_init__(self) -> None:
+        if not self.scales or not all(math.isfinite(s) and s > 0 for s in self.scales):
+            raise ConfigError(f"scales must be positive numbers, got {list(self.scales)}")
+        if self.batch_size < 1 or self.workers < 0:
+            raise ConfigError(
+                f"batch_size must be ≥ 1 and workers ≥ 0, got {self.batch_size}, {self.workers}"
+            )
 
 
 class ProbabilityStore(RecordedFolder):
