@@ -9,6 +9,8 @@
     lpcam                LPCAM prototypes (:class:`~wsss.maps.lpcam.PrototypeConfig`)
     eval                 seed-mask evaluation (fixed threshold, sweep grid)
     report               the HTML report
+    segmentation         the segmentation network, its inference and evaluation
+                         (:class:`~wsss.pipeline.segmentation.SegmentationSection`)
     demo                 which stages the demo runs (strategy, LPCAM, split)
 
 It loads like any other root (:func:`wsss.config.load_config` with ``cls=PipelineConfig``):
@@ -34,6 +36,7 @@ from wsss.config.sections import (
 )
 from wsss.data.synthetic import SynthConfig
 from wsss.maps.lpcam import PrototypeConfig
+from wsss.pipeline.segmentation import SegmentationSection
 
 __all__ = [
     "DemoSection",
@@ -63,6 +66,7 @@ class PipelineConfig:
     lpcam: PrototypeConfig = field(default_factory=PrototypeConfig)
     eval: EvalSection = field(default_factory=EvalSection)
     report: ReportSection = field(default_factory=ReportSection)
+    segmentation: SegmentationSection = field(default_factory=SegmentationSection)
     demo: DemoSection = field(default_factory=DemoSection)
 
     RENAMED: ClassVar[Mapping[str, str]] = {
