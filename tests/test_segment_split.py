@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing as mp
 from torch import nn
 
 from test_segmentation_task import Squares
-from wsss.errors import ConfigError
+from wsss.errors import ConfigError, WsssError
 from wsss.evaluate import evaluate
 from wsss.io.masks import MaskStore
 from wsss.maps import segmentation_infer
@@ -155,3 +158,45 @@ def test_a_model_for_another_dataset_is_refused(tmp_path: Path) -> None:
     ):
         segment_split(model, Squares(2), tmp_path)
     assert not (tmp_path / "masks.json").exists()
+
+
+def _two_ranks(rank: int, world_size: int, port: int, out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    from wsss.runtime import distributed
+
+    distributed.init_distributed()
+    seen: dict[str, object] = {}
+    result = segment_split(ColourNet(), Squares(5), Path(out) / "shared", progress=False)
+    seen["result"] = [result.written, result.skipped, result.complete]
+    try:
+        segment_split(ColourNet(), Squares(5), Path(out) / "shared", scales=(1.0,))
+    except WsssError as e:
+        seen["error"] = f"{type(e).__name__}: {e}"
+    Path(out, f"rank{rank}.json").write_text(json.dumps(seen))
+    distributed.cleanup()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_two_ranks_write_the_same_masks_as_one_process(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_two_ranks, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    seen = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert seen[0]["result"] == [3, 0, True] and seen[1]["result"] == [2, 0, True]
+    # Rank 0 refuses the folder (other settings); rank 1 learns of it instead of hanging.
+    assert seen[0]["error"].startswith("ConfigError") and "other settings" in seen[0]["error"]
+    assert seen[1]["error"] == "WsssError: another rank refused the output folder (see its message)"
+    segment_split(ColourNet(), Squares(5), tmp_path / "single", progress=False)
+    shared, single = MaskStore(tmp_path / "shared"), MaskStore(tmp_path / "single")
+    assert shared.is_complete() and shared.ids() == single.ids()
+    for sample_id in single.ids():
+        np.testing.assert_array_equal(shared.load(sample_id), single.load(sample_id))
