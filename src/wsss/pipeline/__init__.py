@@ -33,7 +33,6 @@ from wsss.pipeline.segmentation import (
 from wsss.pipeline.stages import (
     DataSpec,
     EvalStage,
-    LPCAMMapsStage,
     MapsStage,
     PrototypeStage,
     ReportStage,
@@ -50,7 +49,6 @@ __all__ = [
     "EvalSection",
     "EvalStage",
     "FunctionStage",
-    "LPCAMMapsStage",
     "MapsSection",
     "MapsStage",
     "Pipeline",

@@ -37,7 +37,6 @@ from wsss.pipeline.rundir import RunDir
 from wsss.pipeline.stages import (
     DataSpec,
     EvalStage,
-    LPCAMMapsStage,
     MapsStage,
     PrototypeStage,
     ReportStage,
@@ -164,8 +163,11 @@ def demo_pipeline(
                 progress=progress,
             )
         )
-        stages.append(LPCAMMapsStage("cam", data, "lpcam", requires=("lpcam_fit",), **maps))
-        for method in LPCAMMapsStage.methods:
+        lpcam = MapsStage(
+            "lpcam", "cam", data, "lpcam", prototypes="lpcam", requires=("lpcam_fit",), **maps
+        )
+        stages.append(lpcam)
+        for method in lpcam.map_names.values():
             stages.append(EvalStage(method, data, requires=("maps_lpcam",), **evals))
             evaluations.append(f"eval_{method}")
     title = (
