@@ -46,7 +46,7 @@ from wsss.maps.segmentation_infer import (
     CRFParams,
     predict_segmentation,
 )
-from wsss.maps.tta import DEFAULT_MAX_PIXELS
+from wsss.maps.tta import default_max_pixels
 from wsss.runtime import dist_info, progress_bar
 
 __all__ = ["ProbabilityStore", "SegmentConfig", "SegmentRunResult", "segment_split"]
@@ -211,7 +211,7 @@ def segment_split(
     world_size: int | None = None,
     restart: bool = False,
     progress: bool = True,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
 ) -> SegmentRunResult:
     """Predict and save the mask of every image of ``dataset`` missing in ``out``.
 
@@ -235,7 +235,8 @@ def segment_split(
         restart: Delete the files of a folder made with other settings (or without a record)
             instead of refusing it.
         progress: Show progress (rank 0 only).
-        max_pixels: Cap on input pixels per forward pass.
+        max_pixels: Cap on input pixels per forward pass; None: per device
+            (:func:`~wsss.maps.tta.default_max_pixels`, smaller on the CPU).
 
     Raises:
         ConfigError: Bad settings, a model whose class count does not fit the dataset, or an
@@ -258,6 +259,7 @@ def segment_split(
     rank = info.rank if rank is None else rank
     world_size = info.world_size if world_size is None else world_size
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    max_pixels = default_max_pixels(device) if max_pixels is None else max_pixels
 
     start = time.perf_counter()
     masks = MaskStore(out)
