@@ -165,6 +165,11 @@ def maps_command(
 
     A shortcut of `wsss maps --method lpcam` (which writes both kinds from one feature pass)
     that writes one kind into --out.
+
+    Example:
+
+      wsss lpcam maps --checkpoint runs/cam/checkpoints/last.safetensors --prototypes
+      runs/cam/lpcam/prototypes.safetensors --data VOC2012 --split train --out runs/cam/lpcam
     """
     name = "lpcam_f" if no_context else "lpcam"
     run_maps_command(
