@@ -51,11 +51,13 @@ def _register_all() -> None:
         eval_cmds,
         lpcam_cmds,
         maps_cmds,
+        refine_cmds,
         synth_cmds,
         train_cmds,
     )
 
-    for module in (data_cmds, synth_cmds, eval_cmds, train_cmds, maps_cmds, lpcam_cmds, demo_cmds):
+    modules = (data_cmds, synth_cmds, eval_cmds, train_cmds, maps_cmds, lpcam_cmds, refine_cmds)
+    for module in (*modules, demo_cmds):
         module.register(app)
 
 

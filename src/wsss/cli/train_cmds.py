@@ -46,6 +46,9 @@ def train(
     out: Path = typer.Option(
         None, "--out", "-o", help="Run directory (default: runs/PRESET, named after --config)."
     ),
+    task: str | None = typer.Option(
+        None, "--task", help="Training task: cam or boundary (sets train.task)."
+    ),
     strategy: Strategy | None = typer.Option(
         None, "--strategy", help="Training strategy (sets train.strategy)."
     ),
@@ -73,6 +76,7 @@ def train(
     shortcuts = {
         "data.root": None if data is None else str(data),
         "data.format": None if format is None else format.value,
+        "train.task": task,
         "train.strategy": None if strategy is None else strategy.value,
         "train.strategy_args.oc": None if oc is None else str(oc),
         "train.device": device,
