@@ -234,3 +234,17 @@ def test_random_walk_faults(setup, tmp_path, capsys):
             (missing / p.name).write_bytes(p.read_bytes())
     lost = invoke(*base[:4], missing, *base[5:], "--boundary", setup["boundary"], "--pad-to", 0)
     assert isinstance(lost.exception, DataError) and "b.npz" in str(lost.exception)
+
+
+def test_propagate_batch_equals_one_image_at_a_time():
+    from wsss.refine.random_walk import propagate
+    from wsss.refine.walk import propagate_batch
+
+    torch.manual_seed(0)
+    shapes = [(2, 9, 13), (1, 12, 7), (3, 10, 10)]
+    seeds = [torch.rand(s) for s in shapes]
+    boundaries = [torch.rand(s[1:]) * 0.6 for s in shapes]
+    together = propagate_batch(seeds, boundaries, exp_times=4)
+    for s, b, t in zip(seeds, boundaries, together, strict=True):
+        alone = propagate(s, b, exp_times=4)
+        assert t.shape == alone.shape and torch.equal(t, alone)

@@ -4,8 +4,9 @@ For every image of the split (IRN ``step/make_sem_seg_labels.py``, METHODS §7):
 
 1. the boundary network's map (:meth:`~wsss.models.boundary.BoundaryNet.boundary`: padded,
    with its flip, stride 4);
-2. the walk of the stride-4 class maps (:func:`~wsss.refine.random_walk.random_walk_maps`:
-   seeds × (1 − boundary), ``T^(2^exp_times)`` by sparse products, ×4 up, max-normalised);
+2. the walk of the stride-4 class maps, as :func:`~wsss.refine.random_walk.random_walk_maps`
+   does it (seeds × (1 − boundary), ``T^(2^exp_times)`` by sparse products, ×4 up,
+   max-normalised), several images at once (:func:`propagate_batch`, same result);
 3. the mask (:func:`~wsss.refine.pseudo_masks.pseudo_mask`): background a constant plane
    (presets :data:`~wsss.refine.random_walk.RW_BACKGROUND`: ``irn`` 0.25, ``pnoc`` 0.30,
    ``lpcam`` 0.35) or ``1 − saliency`` from a saliency folder, optionally the label CRF.
@@ -21,13 +22,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from wsss.data.base import SegmentationDataset
 from wsss.data.transforms import normalize, to_tensor
@@ -37,7 +39,7 @@ from wsss.io.maps import ClassMaps, MapStore
 from wsss.io.masks import MaskStore
 from wsss.refine.crf import CRFParams, crf_params
 from wsss.refine.pseudo_masks import label_keys, pseudo_mask, saliency_background
-from wsss.refine.random_walk import RW_BACKGROUND, random_walk_maps
+from wsss.refine.random_walk import RW_BACKGROUND, transition_weights
 from wsss.runtime import distributed
 from wsss.runtime.progress import progress_bar
 
@@ -47,6 +49,7 @@ __all__ = [
     "claim_mask_folder",
     "finish_mask_folder",
     "mask_folder_record",
+    "propagate_batch",
     "run_random_walk",
     "rw_background",
 ]
@@ -150,6 +153,7 @@ def run_random_walk(
     exp_times: int = 8,
     pad_to: int | None = 512,
     device: str | torch.device = "cpu",
+    batch_size: int = 16,
     maps_out: MapStore | None = None,
     ids: Iterable[str] | None = None,
     restart: bool = False,
@@ -171,6 +175,8 @@ def run_random_walk(
         radius, beta, exp_times: Of the walk (IRN: 5, 10, 8).
         pad_to: Pad images to this size for the boundary map (IRN: 512, its crop size).
         device: Where the network and the walk run.
+        batch_size: Images walked together (:func:`propagate_batch`; the result does not
+            depend on it).
         maps_out: Also store the walked maps here (``cam`` stride 4, ``hr`` full size), to
             threshold or sweep them like any map folder.
         ids: Images to do (default: all of ``dataset``).
@@ -183,6 +189,8 @@ def run_random_walk(
         DataError: A map or saliency file is missing or does not fit its image.
     """
     start = time.perf_counter()
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     params = crf_params(crf) if isinstance(crf, str) else crf
     if isinstance(background, MapStore):
         bg_setting: Any = {"saliency": str(background.root.resolve())}
@@ -224,13 +232,34 @@ def run_random_walk(
     mine = todo[info.rank :: info.world_size]
     bar = progress_bar(total=len(mine), desc="random walk", unit="img", enabled=progress)
     with bar:
+        pending = []
         for sample_id in mine:
-            bar.update()
             if out.has(sample_id) and (maps_out is None or maps_out.has(sample_id)):
                 run.skipped += 1
+                bar.update()
                 continue
-            out.save(sample_id, _one(dataset, sample_id, maps, model, device, maps_out, opts))
-            run.written += 1
+            pending.append(sample_id)
+        for first in range(0, len(pending), batch_size):
+            items = [
+                _prepare(dataset, i, maps, model, device, opts)
+                for i in pending[first : first + batch_size]
+            ]
+            todo_walk = [it for it in items if it.seeds is not None]
+            walked = propagate_batch(
+                [it.seeds for it in todo_walk],
+                [it.boundary for it in todo_walk],
+                radius=radius,
+                beta=beta,
+                exp_times=exp_times,
+            )
+            results = dict(zip([it.sample_id for it in todo_walk], walked, strict=True))
+            for it in items:
+                mask, walked_maps = _finish(it, results.get(it.sample_id), opts)
+                if maps_out is not None:
+                    maps_out.save(it.sample_id, walked_maps)
+                out.save(it.sample_id, mask)  # last: a mask means the image is done
+                run.written += 1
+                bar.update()
     distributed.barrier()
     if info.is_main:
         finish_mask_folder(out, todo)
@@ -240,49 +269,137 @@ def run_random_walk(
     return run
 
 
-def _one(
+@dataclass
+class _Item:
+    """One image on its way through the walk."""
+
+    sample_id: str
+    image: np.ndarray
+    keys: np.ndarray
+    seeds: torch.Tensor | None = None  # K×h×w, × (1 − boundary)
+    boundary: torch.Tensor | None = None
+
+
+def _prepare(
     dataset: SegmentationDataset,
     sample_id: str,
     maps: MapStore,
     model: torch.nn.Module,
     device: torch.device,
-    maps_out: MapStore | None,
     opts: dict[str, Any],
-) -> np.ndarray:
+) -> _Item:
     image = dataset.load_image(sample_id)
-    keys = label_keys(dataset.load_label(sample_id))
+    item = _Item(sample_id, image, label_keys(dataset.load_label(sample_id)))
+    if len(item.keys) == 0:
+        return item
     shape = image.shape[:2]
-    if len(keys) == 0:
-        if maps_out is not None:
-            empty = np.zeros((0, -(-shape[0] // 4), -(-shape[1] // 4)), np.float32)
-            maps_out.save(sample_id, ClassMaps(keys, empty, np.zeros((0, *shape), np.float32)))
-        return np.zeros(shape, np.uint8)
-    seeds = maps.load(sample_id, expected_keys=keys)
-    keep = np.isin(seeds.keys, keys)
+    seeds = maps.load(sample_id, expected_keys=item.keys)
     if seeds.hr.shape[1:] != shape:
         raise DataError(
             f"{maps.path(sample_id)}: maps are {seeds.hr.shape[1]}×{seeds.hr.shape[2]} but the "
             f"image is {shape[0]}×{shape[1]}",
             path=maps.path(sample_id),
         )
-    seeds = ClassMaps(seeds.keys[keep], seeds.cam[keep], seeds.hr[keep])
+    keep = np.isin(seeds.keys, item.keys)
+    item.keys = seeds.keys[keep]
+    cam = torch.as_tensor(seeds.cam[keep], device=device)
     x = normalize(to_tensor(image)).to(device)
-    boundary = model.boundary(x, pad_to=opts["pad_to"])
-    walked = random_walk_maps(
-        seeds,
-        boundary,
-        radius=opts["radius"],
-        beta=opts["beta"],
-        exp_times=opts["exp_times"],
-        device=device,
+    item.boundary = model.boundary(x, pad_to=opts["pad_to"]).float()
+    if cam.shape[1:] != item.boundary.shape:
+        raise DataError(
+            f"{maps.path(sample_id)}: stride-4 maps are {tuple(cam.shape[1:])} but the boundary "
+            f"map of the {shape[0]}×{shape[1]} image is {tuple(item.boundary.shape)}",
+            path=maps.path(sample_id),
+        )
+    item.seeds = cam * (1 - item.boundary)  # boundary suppression (IRN)
+    return item
+
+
+def propagate_batch(
+    seeds: Sequence[torch.Tensor],
+    boundaries: Sequence[torch.Tensor],
+    *,
+    radius: int = 5,
+    beta: float = 10.0,
+    exp_times: int = 8,
+) -> list[torch.Tensor]:
+    """:func:`~wsss.refine.random_walk.propagate` of several images at once.
+
+    The images' transition weights are computed one by one, zero-padded to the largest grid
+    and walked together: a weight towards a pixel off an image's own grid is 0, so padding
+    never leaks into it and each result equals the single-image walk (same operations in
+    the same order). Small grids are dominated by per-operation overhead; a batch shares it.
+
+    Args:
+        seeds: ``K_i×h_i×w_i`` maps (already × (1 − boundary)).
+        boundaries: ``h_i×w_i`` boundary maps.
+        radius, beta, exp_times: See :func:`~wsss.refine.random_walk.propagate`.
+
+    Returns:
+        The walked maps, one per image, in the seeds' dtype.
+    """
+    if len(seeds) != len(boundaries):
+        raise DataError(f"{len(seeds)} seed maps but {len(boundaries)} boundary maps")
+    if not seeds:
+        return []
+    if exp_times < 0:
+        raise ConfigError(f"exp_times must be >= 0, got {exp_times}")
+    dtype, device = seeds[0].dtype, seeds[0].device
+    h = max(b.shape[0] for b in boundaries)
+    w = max(b.shape[1] for b in boundaries)
+    k = max(s.shape[0] for s in seeds)
+    y = torch.zeros(len(seeds), k, h, w, dtype=dtype, device=device)
+    weights = None
+    offsets = None
+    for i, (s, b) in enumerate(zip(seeds, boundaries, strict=True)):
+        if s.ndim != 3 or s.shape[1:] != b.shape:
+            raise DataError(f"seeds {tuple(s.shape)} do not fit boundary {tuple(b.shape)}")
+        offsets, wt = transition_weights(b.to(device, torch.float64), radius, beta)
+        if weights is None:
+            weights = torch.zeros(len(seeds), len(offsets), h, w, dtype=dtype, device=device)
+        weights[i, :, : b.shape[0], : b.shape[1]] = wt.to(dtype)
+        y[i, : s.shape[0], : b.shape[0], : b.shape[1]] = s
+    f = int(np.abs(offsets).max())
+    order = [*range(1, len(offsets)), 0]  # the self term last, as propagate() does
+    planes = [weights[:, o : o + 1] for o in range(len(offsets))]
+    for _ in range(2**exp_times):
+        padded = F.pad(y, (f, f, f, f))
+        out = torch.zeros_like(y)
+        for o in order:
+            dy, dx = offsets[o]
+            out.addcmul_(planes[o], padded[:, :, f + dy : f + dy + h, f + dx : f + dx + w])
+        y = out
+    return [
+        y[i, : s.shape[0], : b.shape[0], : b.shape[1]]
+        for i, (s, b) in enumerate(zip(seeds, boundaries, strict=True))
+    ]
+
+
+def _max_normalise(x: torch.Tensor) -> torch.Tensor:
+    top = x.max() if x.numel() else x.new_zeros(())
+    return x / top if top > 0 else torch.zeros_like(x)
+
+
+def _finish(item: _Item, walked: torch.Tensor | None, opts: dict[str, Any]) -> tuple:
+    """``(mask, walked ClassMaps)`` of one image (as :func:`random_walk_maps` upsamples)."""
+    height, width = item.image.shape[:2]
+    if walked is None:
+        h4, w4 = -(-height // 4), -(-width // 4)
+        empty = ClassMaps(
+            item.keys, np.zeros((0, h4, w4), np.float32), np.zeros((0, height, width), np.float32)
+        )
+        return np.zeros((height, width), np.uint8), empty
+    up = F.interpolate(walked[None], scale_factor=4, mode="bilinear", align_corners=False)
+    up = up[0, :, :height, :width]
+    maps = ClassMaps(
+        item.keys, _max_normalise(walked).cpu().numpy(), _max_normalise(up).cpu().numpy()
     )
-    if maps_out is not None:
-        maps_out.save(sample_id, walked)
     background = opts["background"]
     if isinstance(background, MapStore):
         bg: float | np.ndarray = saliency_background(
-            background.load(sample_id).hr, opts["saliency_threshold"]
+            background.load(item.sample_id).hr, opts["saliency_threshold"]
         )
     else:
         bg = background
-    return pseudo_mask(walked.hr, walked.keys, bg, image=image, crf=opts["params"])
+    mask = pseudo_mask(maps.hr, maps.keys, bg, image=item.image, crf=opts["params"])
+    return mask, maps
