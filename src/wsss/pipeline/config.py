@@ -8,6 +8,7 @@
     maps                 class maps of every map stage (TTA scales, device)
     lpcam                LPCAM prototypes (:class:`~wsss.maps.lpcam.PrototypeConfig`)
     eval                 seed-mask evaluation (fixed threshold, sweep grid)
+    refine               affinity labels, boundary network, random walk (which seeds, presets)
     report               the HTML report
     demo                 which stages the demo runs (strategy, LPCAM, split)
 
@@ -29,6 +30,7 @@ from wsss.config.sections import (
     DemoSection,
     EvalSection,
     MapsSection,
+    RefineSection,
     ReportSection,
     check_threshold,
 )
@@ -40,6 +42,7 @@ __all__ = [
     "EvalSection",
     "MapsSection",
     "PipelineConfig",
+    "RefineSection",
     "ReportSection",
     "check_threshold",
     "pipeline_config",
@@ -62,6 +65,7 @@ class PipelineConfig:
     maps: MapsSection = field(default_factory=MapsSection)
     lpcam: PrototypeConfig = field(default_factory=PrototypeConfig)
     eval: EvalSection = field(default_factory=EvalSection)
+    refine: RefineSection = field(default_factory=RefineSection)
     report: ReportSection = field(default_factory=ReportSection)
     demo: DemoSection = field(default_factory=DemoSection)
 
