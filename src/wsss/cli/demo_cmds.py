@@ -49,9 +49,10 @@ def summary_table(results: dict[str, Any]) -> Table:
     for method, result in results.items():
         best = result.get("best")
         oracle = "–" if not best else f"{_fmt(best['miou'])}@{best['threshold']:g}"
+        threshold = result.get("threshold")  # none for affinity labels (two thresholds)
         table.add_row(
             escape(method),
-            f"{result['threshold']:g}",
+            "–" if threshold is None else f"{threshold:g}",
             *(_fmt(result.get(key)) for key, _ in SUMMARY_COLUMNS),
             oracle,
         )

@@ -221,7 +221,7 @@ class RandomWalkStage(Stage):
         from wsss.io.maps import MapStore
         from wsss.io.masks import MaskStore
         from wsss.models import load_model
-        from wsss.refine.walk import run_random_walk
+        from wsss.refine.walk import run_random_walk, rw_background
         from wsss.runtime import distributed, resolve_device
 
         info = distributed.dist_info()
@@ -257,7 +257,12 @@ class RandomWalkStage(Stage):
             progress=False,
         )
         best.pop("fixed", None)
-        fixed["sweep"] = best.pop("sweep")
+        sweep = best.pop("sweep")
+        if saliency is None:
+            # A constant background is the seed threshold of the walked maps: the masks are
+            # the sweep's point at that threshold.
+            fixed["threshold"] = rw_background(self.background)
+            fixed["sweep"] = sweep
         fixed["background"] = self.background if saliency is None else self.saliency
         run.update_results({self.name: results_entry(fixed, best)})
 
