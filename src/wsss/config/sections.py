@@ -125,6 +125,7 @@ class RefineSection:
         exp_times: The walk takes ``2**exp_times`` steps (IRN: 8).
         pad_to: Images are padded to this size for the boundary map (IRN: 512, its crop).
         batch_size: Images walked together (speed only).
+        workers: Processes running the CRF of the affinity labels (0: in the pipeline's own).
         preset: Training preset of the boundary network (``synth-boundary``, ``voc12-boundary``).
         epochs: Boundary-network epochs (None: the preset's).
     """
@@ -139,6 +140,7 @@ class RefineSection:
     exp_times: int = 8
     pad_to: int | None = 512
     batch_size: int = neutral(16)
+    workers: int = neutral(0)
     preset: str = "synth-boundary"
     epochs: int | None = None
 
@@ -155,8 +157,8 @@ class RefineSection:
                 ) from None
         if not isinstance(self.background, str):
             check_threshold(self.background, "refine.background")
-        for name in ("exp_times", "batch_size"):
-            if getattr(self, name) < (0 if name == "exp_times" else 1):
+        for name in ("exp_times", "batch_size", "workers"):
+            if getattr(self, name) < (1 if name == "batch_size" else 0):
                 raise ConfigError(f"refine.{name} is out of range: {getattr(self, name)}")
         if self.epochs is not None and self.epochs < 1:
             raise ConfigError(f"refine.epochs must be at least 1, got {self.epochs}")

@@ -300,6 +300,7 @@ def refine_stages(
                 thresholds=config.affinity_preset(method),
                 saliency=config.saliency,
                 crf=config.affinity_crf,
+                workers=config.workers,
                 requires=(f"maps_{method}",),
             )
         )
