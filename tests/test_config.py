@@ -30,6 +30,7 @@ def test_result_neutral_settings_are_declared_once_and_used_by_stage_and_resume(
         "train.num_workers",
         "train.checkpoint_every",
         "train.log_every",
+        "train.tensorboard",
     }
     params = result_params(Config())
     assert "device" not in params["train"] and "log_every" not in params["train"]
@@ -41,11 +42,11 @@ def test_result_neutral_settings_are_declared_once_and_used_by_stage_and_resume(
     assert TrainStage("x", moved).params() == TrainStage("x", base).params()
     assert TrainStage("x", validated).params() != TrainStage("x", base).params()
 
-    from wsss.train.engine import _check_resumable
+    from wsss.train.state import check_resumable
 
-    _check_resumable(config_to_dict(base), config_to_dict(moved), "run")
+    check_resumable(config_to_dict(base), moved, "run")
     with pytest.raises(ConfigError, match=r"train\.val_every: 1 → 2"):
-        _check_resumable(config_to_dict(base), config_to_dict(validated), "run")
+        check_resumable(config_to_dict(base), validated, "run")
 
 
 def test_any_dataclass_root_loads_overrides_and_checks_types():

@@ -71,7 +71,9 @@ def test_tiny_demo_end_to_end_and_resume(tmp_path, monkeypatch):
 
     text = (out / "report.html").read_text()
     HTMLParser().feed(text)
-    assert text.count("data:image/png;base64,") == 3  # curves, part bars, examples
+    # threshold curves, training curves, part bars, per-class bars, the confusion matrix of the
+    # seeds ranking the worst examples, the fixed and the worst examples
+    assert text.count("data:image/png;base64,") == 7
     assert f"{results['cam']['miou']:.1f}" in text
 
     # config.yaml is the resolved pipeline configuration, loadable as such

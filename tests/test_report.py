@@ -15,8 +15,9 @@ from wsss.data.base import SegmentationDataset, voc_palette
 from wsss.io.maps import ClassMaps, save_class_maps
 from wsss.pipeline.core import RunDir, results_entry
 from wsss.pipeline.stages import write_run_report as write_report
-from wsss.report import render_html
-from wsss.report.figures import PART_BARS, colorize_mask, heat_overlay, part_bars, pick_examples
+from wsss.report import ExampleColumn, render_html
+from wsss.report.examples import usable_ids
+from wsss.report.figures import PART_BARS, colorize_mask, heat_overlay, part_bars
 
 CLASSES = ["cat", "dog"]
 
@@ -107,7 +108,7 @@ class Collector(HTMLParser):
         if tag == "img":
             self.images.append(attrs["src"])
         for key in ("src", "href"):
-            if key in attrs and not attrs[key].startswith("data:"):
+            if key in attrs and not attrs[key].startswith(("data:", "#")):
                 self.external.append(attrs[key])
         if tag not in ("img", "meta", "br"):
             self.stack.append(tag)
@@ -141,6 +142,9 @@ def run_with_results(tmp_path):
             save_class_maps(
                 run.maps_dir(method) / f"{sample_id}.npz", fake_maps(dataset, sample_id)
             )
+    metrics = run.train_dir("cam") / "metrics.jsonl"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text('{"step": 5, "loss": 0.9, "lr": 0.1}\n{"step": 5, "val/map": 0.5}\n')
     run.record_timing("train", 200.0)
     run.record_timing("cams", 50.0)
     run.write_config({"train": {"epochs": 8, "backbone": "resnet10t"}}, {"seed": 0})
@@ -159,14 +163,20 @@ def test_report_contains_table_values_and_embedded_images(run_with_results):
     assert "oracle" in page
     assert "resnet10t" in page and "train.epochs" in page
     assert "200.0" in page and "80.0" in page  # train share of total time
-    assert doc.external == []
-    assert len(doc.images) == 3  # threshold curves, part bars and the example grid
+    # the only links lead to the run's artefacts, relative to the report
+    assert "train/cam/" in doc.external and "maps/lpcam/" in doc.external
+    for href in doc.external:
+        assert not href.startswith(("/", "file:", "http")) and (run.path / href).exists()
+    assert 'id="training"' in text
+    # threshold curves, training curves, part bars, per-class bars, confusion matrix of the
+    # worst-ranking seed masks, the fixed and the worst example grids
+    assert len(doc.images) == 7
     for src in doc.images:
         header, data = src.split(",", 1)
         assert header == "data:image/png;base64"
         image = Image.open(io.BytesIO(base64.b64decode(data)))
         image.load()
-        assert image.width > 200 and image.height > 200
+        assert image.width > 200 and image.height > 100  # one-row grids are short
 
 
 def test_oracle_rows_are_marked(run_with_results):
@@ -199,12 +209,13 @@ def test_render_html_escapes_text():
     parse(text)
 
 
-def test_missing_map_file_shows_a_placeholder(run_with_results):
+def test_images_without_a_file_in_every_column_are_not_drawn(run_with_results):
     run, dataset = run_with_results
     (run.maps_dir("lpcam") / "im1.npz").unlink()
-    # pick_examples skips images without maps for every method
-    assert pick_examples(dataset.ids, {"lpcam": run.maps_dir("lpcam")}, 8) == ["im0", "im2", "im3"]
-    assert pick_examples(dataset.ids, {"cam": run.maps_dir("cam")}, 2) == ["im0", "im3"]
+    cam = ExampleColumn("cam", run.maps_dir("cam"), "heat")
+    lpcam = ExampleColumn("lpcam", run.maps_dir("lpcam"), "seed")
+    assert usable_ids(dataset.ids, [cam, lpcam]) == ["im0", "im2", "im3"]
+    assert usable_ids(dataset.ids, [cam]) == dataset.ids
 
 
 def test_colorize_mask_uses_the_palette():

@@ -580,14 +580,30 @@ def write_run_report(
         threshold: Background threshold of the example seed masks.
         title: Page title (default: the run directory's name).
     """
-    from wsss.report import write_report
+    from wsss.report import load_metrics_records, result_kind, write_report
 
     results = run.results()
     composition = run.path / "lpcam" / "composition.json"
+    metrics = sorted(run.path.glob("train/*/metrics.jsonl"))
+    artefacts = {
+        p.name if p.parent == run.path else p.relative_to(run.path).as_posix(): p
+        for p in [
+            run.results_path,
+            run.config_path,
+            run.path / "run_info.json",
+            run.timings_path,
+            *sorted(run.path.glob("train/*")),
+            *sorted(run.path.glob("maps/*")),
+            run.logs_dir / "pipeline.log",
+        ]
+        if p.exists()
+    }
     return write_report(
         run.report_path,
         results,
-        maps_dirs={m: run.maps_dir(m) for m in results},
+        training={p.parent.name: load_metrics_records(p) for p in metrics},
+        artefacts=artefacts,
+        maps_dirs={m: run.maps_dir(m) for m, r in results.items() if result_kind(m, r) == "seeds"},
         dataset=dataset,
         num_examples=examples,
         threshold=threshold,

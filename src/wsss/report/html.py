@@ -1,315 +1,379 @@
-"""A self-contained HTML report of a run: tables, curves and examples, images inlined."""
+"""A self-contained HTML report of a run: tables, curves and examples, images inlined.
+
+Sections, each shown only when its values exist: command line; one table per result kind
+(seed masks, saliency, affinity labels, pseudo masks, segmentation, see
+:mod:`wsss.report.inputs`) with its threshold curves; object parts; per-class scores;
+confusion matrices; training curves; example grids (fixed and worst images) with a colour
+legend; LPCAM prototypes; artefact links; timings; configuration.
+"""
 
 from __future__ import annotations
 
-import base64
+import dataclasses
 import html
-import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from wsss.data.base import SegmentationDataset
 from wsss.io.atomic import atomic_write_text
+from wsss.report import tables
+from wsss.report.examples import ExampleChoice, choose_examples, example_grid
 from wsss.report.figures import (
-    example_grid,
+    confusion_figure,
     figure_png,
     part_bars,
-    pick_examples,
+    per_class_bars,
     threshold_curves,
+    training_curves,
 )
+from wsss.report.inputs import KINDS, ExampleColumn, ExampleSet, ReportInputs, group_results
 
-__all__ = ["METRIC_COLUMNS", "render_html", "write_report"]
+__all__ = ["CSS", "render_html", "write_report"]
 
-# (results key, column heading); a column is shown when any method has the key.
-METRIC_COLUMNS = (
-    ("miou", "mIoU"),
-    ("fp", "FP"),
-    ("fn", "FN"),
-    ("precision", "precision"),
-    ("recall", "recall"),
-    ("head_recall", "head R"),
-    ("body_recall", "body R"),
-    ("body_near_recall", "near R"),
-    ("body_far_recall", "far R"),
-    ("context_fp", "context FP"),
-    ("background_fp", "other-bg FP"),
-)
-
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
-h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
-table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-thead th { background: #f0f0f0; }
-table.kv td { text-align: left; }
+CSS = """
+* { box-sizing: border-box; }
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1em;
+       max-width: 1240px; color: #222; line-height: 1.4; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ccc; }
+h3 { font-size: 1.05em; margin: 1.2em 0 0.3em; }
+nav.toc { font-size: 0.9em; line-height: 1.8; }
+nav.toc a { margin-right: 0.9em; white-space: nowrap; }
+.scroll { overflow-x: auto; max-width: 100%; }
+table { border-collapse: separate; border-spacing: 0; margin: 0.6em 0; font-size: 0.9em; }
+th, td { border-right: 1px solid #ccc; border-bottom: 1px solid #ccc; padding: 0.25em 0.6em;
+         text-align: right; white-space: nowrap; }
+thead th { background: #f0f0f0; border-top: 1px solid #ccc; vertical-align: bottom;
+           white-space: normal; }
+tr > :first-child { position: sticky; left: 0; z-index: 1; background: #fff; text-align: left;
+                    border-left: 1px solid #ccc; }
+thead tr > :first-child { background: #f0f0f0; z-index: 2; }
+table.kv td { text-align: left; white-space: normal; overflow-wrap: anywhere; }
 tr.oracle td { color: #775; background: #fbf8ec; font-style: italic; }
 .badge { font-size: 0.75em; padding: 0.05em 0.4em; border-radius: 0.3em; background: #e9d98c;
          color: #553; font-style: normal; }
 .note { color: #555; font-size: 0.9em; }
-img { max-width: 100%; }
-code, pre { background: #f6f6f6; }
-pre { padding: 0.6em; overflow-x: auto; font-size: 0.85em; }
+figure { margin: 0.8em 0; }
+figure img { display: block; max-width: 100%; height: auto; }
+figcaption { color: #555; font-size: 0.85em; margin-top: 0.3em; }
+code, pre { background: #f6f6f6; overflow-wrap: anywhere; }
+pre { padding: 0.6em; white-space: pre-wrap; font-size: 0.85em; }
+details { margin: 0.3em 0; }
+summary { cursor: pointer; }
+.legend { display: flex; flex-wrap: wrap; gap: 0.2em 1.1em; font-size: 0.85em; margin: 0.4em 0; }
+.swatch { display: inline-block; width: 1em; height: 1em; border: 1px solid #777;
+          vertical-align: -0.15em; margin-right: 0.35em; }
+.heat { background: linear-gradient(to right, #00008f, #0080ff, #80ff80, #ff8000, #800000);
+        width: 6em; }
+@media (max-width: 900px) {
+  body { margin: 0.8em auto; padding: 0 0.5em; }
+  h1 { font-size: 1.3em; }
+  table { font-size: 0.8em; }
+  th, td { padding: 0.2em 0.4em; }
+}
 """
 
+# Example grids are pictures: they may shrink further than figures of text before scrolling.
+GRID_MIN_SCALE = 0.6
 
-def _fmt(value: Any, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"{value:.{digits}f}"
-    return html.escape(str(value))
-
-
-def _table(
-    head: list[str], rows: list[list[str]], row_classes: list[str] | None = None, cls: str = ""
-) -> str:
-    out = [
-        f'<table class="{cls}">' if cls else "<table>",
-        "<thead><tr>",
-        *(f"<th>{h}</th>" for h in head),
-        "</tr></thead><tbody>",
-    ]
-    for i, row in enumerate(rows):
-        row_cls = row_classes[i] if row_classes else ""
-        out.append(f'<tr class="{row_cls}">' if row_cls else "<tr>")
-        out.extend(f"<td>{cell}</td>" for cell in row)
-        out.append("</tr>")
-    out.append("</tbody></table>")
-    return "".join(out)
+_KIND_NOTES = {
+    "seeds": "Percentages. mIoU is the mean over all classes including background; FP, FN, "
+    "precision and recall are means over the foreground classes. Head/body recall and "
+    "context / other-background FP come from the benchmark's part annotation.",
+    "saliency": "Class-agnostic saliency against the ground truth: a pixel is salient when its "
+    "score is above the threshold. Protocol <code>binary</code>: background vs any object, "
+    "precision and recall of the salient class; <code>priors</code>: the ground-truth classes "
+    "as priors, mIoU over every class.",
+    "affinity": "Affinity labels: confident foreground and background with an undecided band "
+    "(255) between. <i>ignored</i> is the share of labelled pixels the band leaves out; "
+    "precision counts the confident pixels only.",
+    "pseudo_masks": "Pseudo masks, the segmentation model's training targets.",
+    "segmentation": "The segmentation model's predictions against the ground truth.",
+}
+_ORACLE_NOTE = (
+    ' Rows marked <span class="badge">oracle</span> use the threshold that maximises mIoU on '
+    "the ground truth itself; they are an upper bound, not an honest result."
+)
 
 
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+class _Page:
+    """Sections in order, with their anchors for the table of contents."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.toc: list[tuple[str, str]] = []
+
+    def section(self, anchor: str, title: str, *content: str) -> None:
+        self.toc.append((anchor, title))
+        self.parts.append(f'<h2 id="{anchor}">{html.escape(title)}</h2>')
+        self.parts.extend(content)
 
 
-def _metrics_table(results: Mapping[str, Mapping[str, Any]]) -> str:
-    columns = [
-        (k, h)
-        for k, h in METRIC_COLUMNS
-        if any(k in r or k in r.get("best", {}) for r in results.values())
-    ]
-    head = ["method", "threshold", *(h for _, h in columns)]
-    rows, classes = [], []
-    for method, result in results.items():
-        name = html.escape(method)
-        variants = [(f"{name}", result, "")]
-        if result.get("best"):
-            badge = ' <span class="badge">oracle</span>'
-            variants.append((f"{name} best{badge}", result["best"], "oracle"))
-        for label, r, cls in variants:
-            if cls == "" and r.get("oracle"):  # an oracle result stored as the main entry
-                label, cls = f'{label} <span class="badge">oracle</span>', "oracle"
-            cells = [_fmt(r.get(k)) for k, _ in columns]
-            rows.append([label, _fmt(r.get("threshold"), 2), *cells])
-            classes.append(cls)
-    return _table(head, rows, classes)
+def _png(fig: Any) -> bytes | None:
+    return None if fig is None else figure_png(fig)
 
 
-def _per_class_table(results: Mapping[str, Mapping[str, Any]]) -> str:
-    names: list[str] = []
-    for result in results.values():
-        names += [n for n in result.get("per_class", {}) if n not in names]
-    if not names:
-        return '<p class="note">No per-class scores in the results.</p>'
-    head, columns = ["class"], []
-    for method, result in results.items():
-        head.append(f"{html.escape(method)} (t={_fmt(result.get('threshold'), 2)})")
-        columns.append(result.get("per_class", {}))
-        if result.get("best", {}).get("per_class"):
-            best = result["best"]
-            head.append(f"{html.escape(method)} best (t={_fmt(best.get('threshold'), 2)}, oracle)")
-            columns.append(best["per_class"])
-    rows = [[html.escape(n), *(_fmt(c.get(n, {}).get("iou")) for c in columns)] for n in names]
-    return _table(head, rows)
-
-
-def _timings_table(timings: Mapping[str, float]) -> str:
-    total = sum(timings.values())
-    rows = [
-        [html.escape(name), _fmt(sec), _fmt(100 * sec / total if total else None)]
-        for name, sec in timings.items()
-    ]
-    rows.append(["<b>total</b>", f"<b>{_fmt(total)}</b>", "100.0"])
-    return _table(["stage", "seconds", "share (%)"], rows)
-
-
-_PARTS = ("head", "body", "context", "background", "other_object")
-
-
-def _prototype_table(rows: list[Mapping[str, Any]]) -> str:
-    """Selected prototypes per class and kind, with the member-weighted part make-up."""
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for row in rows:
-        groups.setdefault((row["class"], row["kind"]), []).append(row)
-    table_rows = []
-    for (name, kind), members in groups.items():
-        total = sum(r["members"] for r in members)
-        shares = [
-            _fmt(100 * sum(r["members"] * r.get(part, 0.0) for r in members) / total)
-            if total
-            else "–"
-            for part in _PARTS
+def _result_sections(page: _Page, results: Mapping[str, Mapping[str, Any]]) -> None:
+    if not results:
+        page.section("results", "Results", '<p class="note">No results yet.</p>')
+        return
+    for kind, entries in group_results(results).items():
+        oracle = any(r.get("best") or r.get("oracle") for r in entries.values())
+        content = [
+            tables.metrics_table(entries),
+            f'<p class="note">{_KIND_NOTES[kind]}{_ORACLE_NOTE if oracle else ""}</p>',
         ]
-        table_rows.append([html.escape(name), kind, str(len(members)), str(total), *shares])
-    head = ["class", "kind", "prototypes", "features", *(f"{p} (%)" for p in _PARTS)]
-    return _table(head, table_rows)
-
-
-def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    if isinstance(obj, Mapping):
-        out = []
-        for k, v in obj.items():
-            out += _flatten(v, f"{prefix}.{k}" if prefix else str(k))
-        return out
-    return [(prefix, obj)]
-
-
-def _config_section(config: Mapping[str, Any], info: Mapping[str, Any]) -> str:
-    parts = []
-    sections = [("configuration", config), ("seeds", info.get("seeds", {}))]
-    sections.append(("versions", {**info.get("versions", {}), "platform": info.get("platform")}))
-    sections += [
-        (k, v) for k, v in info.items() if isinstance(v, Mapping) and k not in ("seeds", "versions")
-    ]
-    for title, section in sections:
-        items = [(k, v) for k, v in _flatten(section) if v is not None]
-        if not items:
-            continue
-        rows = [[html.escape(k), html.escape(str(v))] for k, v in items]
-        open_attr = " open" if len(items) <= 12 else ""
-        parts.append(
-            f"<details{open_attr}><summary>{title} ({len(items)})</summary>"
-            f"{_table(['key', 'value'], rows, cls='kv')}</details>"
+        if kind in ("seeds", "saliency"):
+            curves = _png(threshold_curves(entries, "saliency" if kind == "saliency" else "seed"))
+            if curves is not None:
+                content.append(tables.image_block(curves, f"{kind} threshold curves"))
+        page.section(kind.replace("_", "-"), KINDS[kind], *content)
+    parts = _png(part_bars(results))
+    if parts is not None:
+        page.section(
+            "parts",
+            "Object parts",
+            tables.image_block(parts, "recall per object part"),
+            '<p class="note">Where each method finds the object (recall of heads, of bodies '
+            "near and far from the head) and where it spills onto the background, at its fixed "
+            "threshold.</p>",
         )
-    return "".join(parts) or '<p class="note">No configuration recorded.</p>'
+
+
+def _per_class_section(page: _Page, results: Mapping[str, Mapping[str, Any]]) -> None:
+    content = []
+    for kind, entries in group_results(results).items():
+        overview = tables.per_class_table(entries)
+        if not overview:
+            continue
+        bars = _png(per_class_bars(entries, f"{KINDS[kind]}: IoU per class"))
+        content += [f"<h3>{html.escape(KINDS[kind])}</h3>"]
+        if bars is not None:
+            content.append(tables.image_block(bars, f"{kind} per-class IoU"))
+        content += [overview, tables.per_class_details(entries)]
+    if content:
+        content.append(
+            '<p class="note">Percentages per class; FP and FN are shares of the class\'s union '
+            "of ground truth and prediction (IoU + FP + FN = 100).</p>"
+        )
+        page.section("per-class", "Per-class scores", *content)
+
+
+def _confusion_section(
+    page: _Page, matrices: Mapping[str, Any], class_names: Sequence[str] | None
+) -> None:
+    blocks = []
+    for i, (name, counts) in enumerate(matrices.items()):
+        counts = np.asarray(counts)
+        names = list(class_names or [])
+        if len(names) != counts.shape[0]:
+            names = [f"class {k}" for k in range(counts.shape[0])]
+        png = figure_png(confusion_figure(counts, names, name))
+        blocks.append(
+            f"<details{' open' if i == 0 else ''}><summary>{html.escape(name)}</summary>"
+            f"{tables.image_block(png, f'confusion matrix of {name}')}</details>"
+        )
+    if blocks:
+        page.section(
+            "confusion",
+            "Confusion matrices",
+            '<p class="note">Rows: ground-truth class; columns: predicted class (and predicted '
+            "ignore, 255); each row in percent of its pixels, so the diagonal is the recall.</p>",
+            *blocks,
+        )
+
+
+def _examples_section(
+    page: _Page, sets: Sequence[ExampleSet], choices: Sequence[ExampleChoice]
+) -> None:
+    content = []
+    for example_set, choice in zip(sets, choices, strict=True):
+        dataset = example_set.dataset
+        columns = list(example_set.columns)
+        drawn: set[int] = set()
+        grids = []
+        if choice.fixed:
+            fig, values = example_grid(dataset, choice.fixed, columns)
+            drawn |= values
+            grids.append(
+                tables.image_block(
+                    figure_png(fig),
+                    f"{example_set.title}: examples",
+                    f"<b>Fixed examples</b>: {len(choice.fixed)} images spread evenly over the "
+                    "split.",
+                    caption_first=True,
+                    min_scale=GRID_MIN_SCALE,
+                )
+            )
+        if choice.worst and choice.ranked_by is not None:
+            notes = {i: f"IoU {choice.scores[i]:.1f}" for i in choice.worst}
+            ranked = sum(1 for v in choice.scores.values() if np.isfinite(v))
+            fig, values = example_grid(dataset, choice.worst, columns, notes)
+            drawn |= values
+            rank = html.escape(choice.ranked_by.title)
+            grids.append(
+                tables.image_block(
+                    figure_png(fig),
+                    f"{example_set.title}: worst examples",
+                    f"<b>Worst examples</b>: the {len(choice.worst)} images with the lowest "
+                    f"per-image IoU of <b>{rank}</b> (mean IoU over the classes in the ground "
+                    f"truth or the prediction) out of {ranked}, lowest first.",
+                    caption_first=True,
+                    min_scale=GRID_MIN_SCALE,
+                )
+            )
+        if not grids:
+            continue
+        heat = any(c.kind in ("heat", "saliency") for c in columns)
+        content += [
+            f"<h3>{html.escape(example_set.title)}</h3>",
+            tables.legend(drawn, dataset.class_names, dataset.palette),
+            '<div class="legend"><span><span class="swatch heat"></span>heat maps and saliency: '
+            "0 (blue) to 1 (red)</span></div>"
+            if heat
+            else "",
+            *grids,
+        ]
+    if content:
+        page.section("examples", "Examples", *content)
+
+
+def _legacy_examples(
+    dataset: SegmentationDataset | None,
+    maps_dirs: Mapping[str, str | os.PathLike] | None,
+    count: int,
+    threshold: float,
+) -> list[ExampleSet]:
+    """The demo's grid: per map folder its heat map and seed mask; half fixed, half worst
+    (ranked by the last folder's seed masks)."""
+    dirs = {m: Path(d) for m, d in (maps_dirs or {}).items() if Path(d).is_dir()}
+    if dataset is None or not dirs or count <= 0:
+        return []
+    columns = []
+    for method, folder in dirs.items():
+        columns.append(ExampleColumn(f"{method} heat map", folder, "heat"))
+        columns.append(ExampleColumn(f"{method} seed", folder, "seed", threshold))
+    worst = count // 2
+    return [ExampleSet(dataset, columns, f"{dataset.split} split", count - worst, worst)]
 
 
 def render_html(
-    results: Mapping[str, Mapping[str, Any]],
+    inputs: ReportInputs | Mapping[str, Mapping[str, Any]],
     *,
-    title: str = "wsss run",
-    timings: Mapping[str, float] | None = None,
-    config: Mapping[str, Any] | None = None,
-    info: Mapping[str, Any] | None = None,
-    curves_png: bytes | None = None,
-    parts_png: bytes | None = None,
-    examples_png: bytes | None = None,
-    prototypes: Sequence[Mapping[str, Any]] | None = None,
-    notes: str = "",
+    base_dir: str | os.PathLike | None = None,
+    **fields: Any,
 ) -> str:
-    """The report as one HTML document (no external assets).
+    """The report as one HTML document (no external assets besides the artefact links).
 
     Args:
-        results: ``results.json`` content: method → evaluation at the fixed threshold, with
-            the oracle sweep's best under ``best``.
-        title: Page title.
-        timings: Stage name → wall seconds.
-        config: The resolved configuration (``config.yaml``).
-        info: Provenance (``run_info.json``: ``seeds``, ``versions``, other sections).
-        curves_png: Threshold-curve figure.
-        parts_png: Part-recall figure (:func:`wsss.report.figures.part_bars`).
-        examples_png: Example grid figure.
-        prototypes: Part make-up of the selected LPCAM prototypes
-            (:func:`wsss.maps.lpcam.prototype_composition` rows).
-        notes: Extra HTML shown under the title.
+        inputs: The values to show, or only the results (``results.json`` content), the other
+            values then coming from ``fields``.
+        base_dir: The report's folder, for the artefact links.
+        **fields: Other :class:`~wsss.report.inputs.ReportInputs` fields when ``inputs`` is a
+            mapping of results.
     """
-    first = next(iter(results.values()), {})
-    split = first.get("split")
-    subtitle = [f"split <code>{html.escape(str(split))}</code>"] if split else []
-    if first.get("num_images") is not None:
-        subtitle.append(f"{first['num_images']} images")
-    body = [
-        f"<h1>{html.escape(title)}</h1>",
-        f'<p class="note">{" · ".join(subtitle)}</p>' if subtitle else "",
-        notes,
-        "<h2>Seed masks</h2>",
-        _metrics_table(results) if results else '<p class="note">No results yet.</p>',
-        '<p class="note">Percentages. mIoU is the mean over all classes including background; '
-        "FP, FN, precision and recall are means over the foreground classes. Head/body recall "
-        "and context / other-background FP come from the benchmark's part annotation. Rows "
-        'marked <span class="badge">oracle</span> use the threshold that maximises mIoU on the '
-        "ground truth itself; they are an upper bound, not an honest result.</p>",
-    ]
-    if curves_png is not None:
-        body += ["<h2>Threshold curves</h2>", _img(curves_png, "threshold curves")]
-    if parts_png is not None:
-        body += ["<h2>Object parts</h2>", _img(parts_png, "recall per object part")]
-    body += ["<h2>Per-class IoU</h2>", _per_class_table(results)]
-    if examples_png is not None:
-        body += ["<h2>Examples</h2>", _img(examples_png, "example grid")]
-    if prototypes:
-        body += [
-            "<h2>LPCAM prototypes</h2>",
-            _prototype_table(prototypes),
-            '<p class="note">Make-up of the selected prototypes\' clusters, weighted by '
-            "their features: head, body (near and far), context texture, other background, "
-            "or another class's object (the rest is the ignore band).</p>",
-        ]
-    if timings:
-        body += ["<h2>Timings</h2>", _timings_table(timings)]
-    if config or info:
-        body += ["<h2>Configuration</h2>", _config_section(config or {}, info or {})]
+    if not isinstance(inputs, ReportInputs):
+        inputs = ReportInputs(results=inputs, **fields)
+    elif fields:
+        raise TypeError("give the fields inside the ReportInputs, not as keywords")
+    base = None if base_dir is None else Path(base_dir)
+    choices = [choose_examples(example_set) for example_set in inputs.examples]
+    matrices = {n: r["confusion"] for n, r in inputs.results.items() if r.get("confusion")}
+    matrices.update(inputs.confusion)
+    for example_set, choice in zip(inputs.examples, choices, strict=True):
+        if choice.confusion is not None and choice.ranked_by is not None:
+            name = f"{example_set.title}: {choice.ranked_by.title} ({example_set.dataset.split})"
+            matrices.setdefault(name, choice.confusion)
+    class_names = inputs.class_names
+    if class_names is None and inputs.examples:
+        class_names = inputs.examples[0].dataset.class_names
+
+    page = _Page()
+    command = inputs.command if inputs.command is not None else inputs.info.get("command")
+    if command:
+        page.section("command", "Command line", tables.command_block(command))
+    _result_sections(page, inputs.results)
+    training = _png(training_curves(inputs.training))
+    if training is not None:
+        page.section(
+            "training",
+            "Training",
+            tables.image_block(training, "training curves"),
+            '<p class="note">Per training run: its losses (validation losses dashed), learning '
+            "rate and validation scores against the optimiser step.</p>",
+        )
+    _per_class_section(page, inputs.results)
+    _confusion_section(page, matrices, class_names)
+    _examples_section(page, inputs.examples, choices)
+    if inputs.prototypes:
+        page.section(
+            "prototypes",
+            "LPCAM prototypes",
+            tables.prototype_table(inputs.prototypes),
+            '<p class="note">Make-up of the selected prototypes\' clusters, weighted by their '
+            "features: head, body (near and far), context texture, other background, or another "
+            "class's object (the rest is the ignore band).</p>",
+        )
+    if inputs.artefacts:
+        page.section("artefacts", "Artefacts", tables.artefacts_table(inputs.artefacts, base))
+    if inputs.timings:
+        page.section("timings", "Timings", tables.timings_table(inputs.timings))
+    provenance = tables.config_section(inputs.config, inputs.info)
+    if provenance:
+        page.section("configuration", "Configuration", provenance)
+    nav = " ".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in page.toc)
+    title = html.escape(inputs.title)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>"
-        f"<body>{''.join(body)}</body></html>\n"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{title}</title><style>{CSS}</style></head><body>"
+        f"<h1>{title}</h1>{inputs.notes}"
+        f'<nav class="toc">{nav}</nav>{"".join(page.parts)}</body></html>\n'
     )
 
 
 def write_report(
     path: str | os.PathLike,
-    results: Mapping[str, Mapping[str, Any]],
+    results: ReportInputs | Mapping[str, Mapping[str, Any]],
     *,
     maps_dirs: Mapping[str, str | os.PathLike] | None = None,
     dataset: SegmentationDataset | None = None,
     num_examples: int = 8,
     threshold: float = 0.3,
-    title: str = "wsss run",
-    timings: Mapping[str, float] | None = None,
-    config: Mapping[str, Any] | None = None,
-    info: Mapping[str, Any] | None = None,
-    prototypes: Sequence[Mapping[str, Any]] | None = None,
+    **fields: Any,
 ) -> Path:
     """Render the figures and the page of a run's values into ``path`` (atomically).
 
     Args:
-        path: The HTML file to write.
-        results: Method → evaluation (see :func:`render_html`).
-        maps_dirs: Method → folder of its class maps, for the example grid.
-        dataset: Dataset of the evaluated split; needed for the example grid (skipped if None).
-        num_examples: Images in the example grid.
-        threshold: Background threshold of the example seed masks.
-        title: Page title.
-        timings: Stage name → wall seconds.
-        config: The resolved configuration.
-        info: Provenance (``run_info.json``).
-        prototypes: Part make-up of the selected LPCAM prototypes.
+        path: The HTML file to write; artefact links are relative to its folder.
+        results: The values to show (:class:`~wsss.report.inputs.ReportInputs`), or only the
+            results, the other values then coming from ``fields``.
+        maps_dirs: Method → folder of its class maps: adds an example set of ``dataset`` with
+            each method's heat map and seed mask (the demo's grid), half of ``num_examples``
+            spread over the split, half the worst of the last method's seed masks.
+        dataset: The split of that example set (skipped if None).
+        num_examples: Images of that example set.
+        threshold: Background threshold of its seed masks.
+        **fields: Other :class:`~wsss.report.inputs.ReportInputs` fields (``title``,
+            ``timings``, ``config``, ``info``, ``prototypes``, ``training``, ``confusion``,
+            ``examples``, ``command``, ``artefacts``, ``class_names``, ``notes``).
 
     Returns:
         The path of the report.
     """
-    curves = threshold_curves(results)
-    parts = part_bars(results)
-    examples = None
-    dirs = {m: Path(d) for m, d in (maps_dirs or {}).items() if Path(d).is_dir()}
-    if dataset is not None and dirs and num_examples > 0:
-        ids = pick_examples(dataset.ids, dirs, num_examples)
-        if ids:
-            examples = figure_png(example_grid(dataset, ids, dirs, threshold))
-    text = render_html(
-        results,
-        title=title,
-        timings=timings,
-        config=config,
-        info=info,
-        curves_png=None if curves is None else figure_png(curves),
-        parts_png=None if parts is None else figure_png(parts),
-        examples_png=examples,
-        prototypes=prototypes,
-    )
+    if isinstance(results, ReportInputs):
+        if fields:
+            raise TypeError("give the fields inside the ReportInputs, not as keywords")
+        inputs = results
+    else:
+        inputs = ReportInputs(results=results, **fields)
+    legacy = _legacy_examples(dataset, maps_dirs, num_examples, threshold)
+    if legacy:
+        inputs = dataclasses.replace(inputs, examples=[*inputs.examples, *legacy])
+    text = render_html(inputs, base_dir=Path(path).parent)
     atomic_write_text(path, text)
     return Path(path)
