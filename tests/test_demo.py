@@ -6,19 +6,15 @@ import dataclasses
 import json
 from html.parser import HTMLParser
 
-import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from wsss.cli import app
 from wsss.config import load_config, result_params
 from wsss.data.synthetic import SynthConfig
 from wsss.errors import ConfigError
-from wsss.maps.lpcam import PrototypeConfig, Prototypes, lpcam_maps_batch
-from wsss.models.classifier import CAMClassifier
+from wsss.maps.lpcam import PrototypeConfig
 from wsss.pipeline import PipelineConfig, RunDir, demo_config, demo_pipeline
-from wsss.pipeline.stages import lpcam_pair
 
 # A few dozen tiny images, one epoch, one scale: the pipeline's plumbing, not its quality.
 TINY = [
@@ -239,33 +235,3 @@ def test_unknown_strategy_is_refused(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--strategy", "magic"])
     assert result.exit_code == 2  # a usage error listing the choices
     assert "'vanilla', 'pnoc'" in result.output
-
-
-def test_lpcam_pair_equals_two_separate_passes():
-    torch.manual_seed(0)
-    model = CAMClassifier("resnet10t", num_classes=3, output_stride=8).eval()
-    d = model.feature_dim
-    prototypes = Prototypes(
-        foreground=[torch.randn(2, d), torch.randn(1, d), torch.randn(3, d)],
-        context=[torch.randn(2, d), torch.zeros(0, d), torch.randn(1, d)],  # class 1: none
-        classes=["a", "b", "c"],
-    )
-    rng = np.random.default_rng(0)
-    images = [
-        torch.from_numpy(rng.integers(0, 256, (3, h, w), dtype=np.uint8))
-        for h, w in ((40, 48), (40, 48), (36, 52))
-    ]
-    classes = [[0, 2], [1], [0, 1, 2]]
-    kwargs = {"prototypes": prototypes, "scales": (1.0, 0.5), "device": "cpu"}
-    with torch.inference_mode():
-        pairs = lpcam_pair(model, images, classes, prototypes, (1.0, 0.5), "cpu")
-        full = lpcam_maps_batch(model, images, classes, context=True, **kwargs)
-        free = lpcam_maps_batch(model, images, classes, context=False, **kwargs)
-    for (lp, lpf), a, b in zip(pairs, full, free, strict=True):
-        for mine, ref in ((lp, a), (lpf, b)):
-            assert mine.keys.tolist() == ref.keys.tolist()
-            np.testing.assert_allclose(mine.cam, ref.cam, atol=1e-5)
-            np.testing.assert_allclose(mine.hr, ref.hr, atol=1e-5)
-    # class 1 has no context prototype: its LPCAM is its LPCAM-F
-    np.testing.assert_allclose(pairs[1][0].hr, pairs[1][1].hr, atol=1e-5)
-    assert not np.allclose(pairs[0][0].hr, pairs[0][1].hr)

@@ -14,8 +14,9 @@ from wsss.data.base import SegmentationDataset
 from wsss.data.image_io import write_image, write_mask
 from wsss.data.parts import BODY_FAR, BODY_NEAR, CONTEXT_PRESENT, HEAD, OTHER_BACKGROUND
 from wsss.data.transforms import normalize, to_tensor
+from wsss.diagnostics.prototypes import part_tags, prototype_composition
 from wsss.errors import ConfigError, DataError
-from wsss.io.maps import ClassMaps, load_class_maps, save_class_maps
+from wsss.io.maps import ClassMaps, MapStore, load_class_maps, save_class_maps
 from wsss.maps.kmeans import cosine_kmeans
 from wsss.maps.lpcam import (
     PrototypeConfig,
@@ -25,11 +26,11 @@ from wsss.maps.lpcam import (
     load_prototypes,
     lpcam_map,
     lpcam_maps,
-    prototype_composition,
+    lpcam_maps_batch,
     save_prototypes,
     select_prototypes,
 )
-from wsss.maps.methods import get_map_method
+from wsss.maps.methods import create_map_method, get_map_method
 from wsss.maps.runner import run_maps
 from wsss.models import save_model
 from wsss.models.classifier import CAMClassifier
@@ -257,7 +258,13 @@ def test_fit_counts_compositions_and_round_trip(tiny, tmp_path):
     dataset, cams, model = tiny
     config = PrototypeConfig(k=3, init="k-means++", update="normalized", stop="shift", tol=1e-6)
     protos = fit_prototypes(
-        model, dataset, cams, config, checkpoint="ckpt.safetensors", progress=False
+        model,
+        dataset,
+        cams,
+        config,
+        checkpoint="ckpt.safetensors",
+        progress=False,
+        tags=part_tags(dataset),
     )
     # 64×64 input at output stride 16: a 4×4 grid; the object covers the middle 2×2 cells.
     for n in range(2):
@@ -331,7 +338,14 @@ def test_class_without_images_gets_no_prototype(tmp_path):
         label.resize(3, refcheck=False)
     _write_cams(dataset, tmp_path / "cams")
     model = CAMClassifier("resnet10t", num_classes=3)
-    protos = fit_prototypes(model, dataset, tmp_path / "cams", PrototypeConfig(k=2), progress=False)
+    protos = fit_prototypes(
+        model,
+        dataset,
+        tmp_path / "cams",
+        PrototypeConfig(k=2),
+        progress=False,
+        tags=part_tags(dataset),
+    )
     assert protos.meta["per_class"][2]["images"] == 0
     assert len(protos.foreground[2]) == 0 and len(protos.context[2]) == 0
     assert all(row["class"] != "cow" for row in prototype_composition(protos))
@@ -393,9 +407,15 @@ def test_single_scale_maps_match_a_direct_computation(fitted):
 def test_maps_are_normalised_drop_in_class_maps(fitted):
     dataset, model, protos = fitted
     images = [to_tensor(dataset.load_image(i)) for i in ("img0", "img1")]
-    for method in ("lpcam", "lpcam_f"):
-        out = get_map_method(method)(
-            model, images, [[0], [0, 1]], prototypes=protos, scales=(1.0, 0.5), amp=False
+    for context in (True, False):
+        out = lpcam_maps_batch(
+            model,
+            images,
+            [[0], [0, 1]],
+            prototypes=protos,
+            context=context,
+            scales=(1.0, 0.5),
+            amp=False,
         )
         assert [m.keys.tolist() for m in out] == [[1], [1, 2]]
         for m in out:
@@ -436,7 +456,7 @@ def test_runner_writes_lpcam_files(fitted, tmp_path):
         "lpcam",
         model,
         dataset,
-        tmp_path / "lpcam",
+        {"lpcam": tmp_path / "lpcam"},
         scales=(1.0,),
         amp=False,
         method_options={"prototypes": protos},
@@ -456,6 +476,92 @@ def test_maps_reject_prototypes_of_another_model(fitted):
     )
     with pytest.raises(ConfigError, match="fit them with this checkpoint"):
         lpcam_maps(model, dataset.load_image("img0"), [0], narrow)
+
+
+def _random_prototypes_for(model: CAMClassifier) -> Prototypes:
+    d = model.feature_dim
+    return Prototypes(
+        foreground=[torch.randn(2, d), torch.randn(1, d), torch.randn(3, d)],
+        context=[torch.randn(2, d), torch.zeros(0, d), torch.randn(1, d)],  # class 1: none
+        classes=["a", "b", "c"],
+    )
+
+
+def test_lpcam_method_equals_two_separate_passes():
+    torch.manual_seed(0)
+    model = CAMClassifier("resnet10t", num_classes=3, output_stride=8).eval()
+    prototypes = _random_prototypes_for(model)
+    rng = np.random.default_rng(0)
+    images = [
+        torch.from_numpy(rng.integers(0, 256, (3, h, w), dtype=np.uint8))
+        for h, w in ((40, 48), (40, 48), (36, 52))
+    ]
+    classes = [[0, 2], [1], [0, 1, 2]]
+    tta = {"scales": (1.0, 0.5), "device": torch.device("cpu"), "amp": True}
+    method = create_map_method("lpcam", prototypes=prototypes)
+    assert method.outputs == ("lpcam", "lpcam_f")
+    with torch.inference_mode():
+        pairs = method.compute(model, images, classes, max_pixels=None, **tta)
+        full = lpcam_maps_batch(model, images, classes, prototypes=prototypes, **tta)
+        free = lpcam_maps_batch(model, images, classes, prototypes=prototypes, context=False, **tta)
+        only_f = method.restrict(["lpcam_f"]).compute(
+            model, images, classes, max_pixels=None, **tta
+        )
+    for pair, a, b, f in zip(pairs, full, free, only_f, strict=True):
+        assert list(f) == ["lpcam_f"]
+        for mine, ref in ((pair["lpcam"], a), (pair["lpcam_f"], b), (f["lpcam_f"], b)):
+            assert mine.keys.tolist() == ref.keys.tolist()
+            np.testing.assert_allclose(mine.cam, ref.cam, atol=1e-5)
+            np.testing.assert_allclose(mine.hr, ref.hr, atol=1e-5)
+    # class 1 has no context prototype: its LPCAM is its LPCAM-F
+    np.testing.assert_allclose(pairs[1]["lpcam"].hr, pairs[1]["lpcam_f"].hr, atol=1e-5)
+    assert not np.allclose(pairs[0]["lpcam"].hr, pairs[0]["lpcam_f"].hr)
+
+
+def test_lpcam_method_declares_and_checks_its_inputs(fitted):
+    _, model, protos = fitted
+    cls = get_map_method("lpcam")
+    assert set(cls.files) == {"prototypes"} and cls.model_types == ("cam_classifier",)
+    assert get_map_method("lpcam_f").outputs == ("lpcam_f",)
+    with pytest.raises(ConfigError, match="--input prototypes=PATH"):
+        create_map_method("lpcam")
+    method = create_map_method("lpcam", prototypes=protos)
+    method.check(model, ["cat", "dog"])
+    with pytest.raises(ConfigError, match="fit them on this dataset"):
+        method.check(model, ["cat", "cow"])
+    assert method.settings() == {"prototypes": protos.digest()}
+    moved = Prototypes([f + 1 for f in protos.foreground], protos.context, protos.classes)
+    assert moved.digest() != protos.digest()
+
+
+def test_runner_writes_lpcam_and_lpcam_f_from_one_pass(fitted, tmp_path):
+    dataset, model, protos = fitted
+    out = tmp_path / "maps"
+    kwargs = {"scales": (1.0,), "amp": False, "progress": False}
+    result = run_maps("lpcam", model, dataset, out, method_options={"prototypes": protos}, **kwargs)
+    assert result.outputs == {"lpcam": out / "lpcam", "lpcam_f": out / "lpcam_f"}
+    for name, context in (("lpcam", True), ("lpcam_f", False)):
+        store = MapStore(out / name)
+        assert store.is_complete() and store.manifest()["prototypes"] == protos.digest()
+        direct = lpcam_maps(model, dataset.load_image("img3"), [1], protos, context, (1.0,))
+        np.testing.assert_allclose(store.load("img3").hr, direct.hr, atol=1e-5)
+    # Other prototypes into the same folders would mix maps: refused.
+    other = Prototypes([f * 2 + 1 for f in protos.foreground], protos.context, protos.classes)
+    with pytest.raises(ConfigError, match="prototypes"):
+        run_maps("lpcam", model, dataset, out, method_options={"prototypes": other}, **kwargs)
+
+
+def test_tags_must_cover_the_image(tiny):
+    dataset, cams, model = tiny
+    with pytest.raises(DataError, match=r"img0: tags must be an \(64, 64\) array"):
+        fit_prototypes(
+            model,
+            dataset,
+            cams,
+            PrototypeConfig(k=2),
+            progress=False,
+            tags=lambda sample_id, n: np.zeros((8, 8), np.uint8),
+        )
 
 
 # --- command line --------------------------------------------------------------------------
@@ -494,6 +600,16 @@ def test_cli_fit_then_maps(tiny, tmp_path):
         assert result.exit_code == 0, result.output
         written = load_class_maps(tmp_path / name / "img1.npz")
         assert written.keys.tolist() == [2] and 0 <= written.hr.min() <= written.hr.max() <= 1
+
+    # The generic command writes both kinds from one pass, equal to the shortcut's.
+    generic = ["maps", "--method", "lpcam", "--input", f"prototypes={protos}", *common]
+    both = tmp_path / "both"
+    result = runner.invoke(app, [*generic, "--out", str(both), "--scales", "1.0", "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    for name in ("lpcam", "lpcam_f"):
+        assert MapStore(both / name).is_complete()
+        one = load_class_maps(tmp_path / name / "img1.npz")
+        np.testing.assert_allclose(load_class_maps(both / name / "img1.npz").hr, one.hr, atol=1e-5)
 
     result = runner.invoke(app, [*fit, "--update", "mean"])
     assert isinstance(result.exception, ConfigError)

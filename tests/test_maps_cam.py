@@ -136,6 +136,12 @@ def test_bad_class_indices_and_images_are_rejected(model):
         cam_maps_batch(model, [image, image], [[0]])
 
 
-def test_cam_is_registered():
+def test_cam_is_registered_and_computes_cam_maps_batch(model):
     assert "cam" in MAP_METHODS
-    assert get_map_method("cam") is cam_maps_batch
+    method = get_map_method("cam")()
+    assert method.outputs == ("cam",) and method.settings() == {}
+    image = torch.randint(0, 256, (3, 20, 28), dtype=torch.uint8)
+    tta = {"scales": (1.0, 0.5), "device": "cpu", "amp": False}
+    (maps,) = method.compute(model, [image], [[0, 2]], max_pixels=None, **tta)
+    (direct,) = cam_maps_batch(model, [image], [[0, 2]], **tta)
+    np.testing.assert_array_equal(maps["cam"].hr, direct.hr)

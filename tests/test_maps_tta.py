@@ -12,6 +12,7 @@ from PIL import Image
 
 from wsss.errors import ConfigError
 from wsss.maps.tta import (
+    default_max_pixels,
     multiscale_flip,
     normalize_maps,
     resize_image,
@@ -165,6 +166,28 @@ def test_batch_of_equal_sizes_matches_single_images_and_chunks(model):
             assert (batched[k] - one).abs().max() < 1e-5
     for a, b in zip(whole, chunked, strict=True):
         assert (a - b).abs().max() < 1e-5
+
+
+def test_forward_calls_hold_at_most_max_pixels_per_device():
+    def shapes(image, **kwargs):
+        seen = []
+
+        def forward(x):
+            seen.append(tuple(x.shape))
+            return x[:, :1]
+
+        multiscale_flip(forward, image, scales=(1.0, 2.0), **kwargs)
+        return seen
+
+    images = torch.stack([random_image(200, 300, seed=s) for s in range(2)])  # 60k px each
+    # CPU: 0.25 Mpx per call: at scale 1 both images with their flips (240k), at scale 2
+    # (240k px per input) one input per call.
+    assert default_max_pixels("cpu") == 250_000
+    assert shapes(images, device="cpu") == [(4, 3, 200, 300)] + [(1, 3, 400, 600)] * 4
+    # The GPU budget (3 Mpx) takes both images and their flips at either scale.
+    assert default_max_pixels("cuda:0") == 3_000_000
+    assert shapes(images, max_pixels=3_000_000) == [(4, 3, 200, 300), (4, 3, 400, 600)]
+    assert shapes(images[0], max_pixels=1) == [(1, 3, 200, 300)] * 2 + [(1, 3, 400, 600)] * 2
 
 
 def test_normalize_maps_by_hand():

@@ -2,18 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Maps names to factories; ``register`` doubles as a decorator."""
+    """Maps names to factories; ``register`` doubles as a decorator.
 
-    def __init__(self, kind: str) -> None:
+    Args:
+        kind: What is registered, for error messages (``"map method"``).
+        modules: Modules that register the built-in entries; imported on the first lookup,
+            so that defining the registry loads none of them.
+    """
+
+    def __init__(self, kind: str, modules: Sequence[str] = ()) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._modules = tuple(modules)
+        self._loaded = not self._modules
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True  # set first: the modules register into this registry
+            try:
+                for module in self._modules:
+                    importlib.import_module(module)
+            except BaseException:
+                self._loaded = False
+                raise
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator registering ``obj`` under ``name``."""
@@ -28,6 +47,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         """The factory registered under ``name``; a clear error lists the known names."""
+        self._load()
         try:
             return self._items[name]
         except KeyError:
@@ -36,7 +56,9 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         """Registered names, sorted."""
+        self._load()
         return sorted(self._items)
 
     def __contains__(self, name: str) -> bool:
+        self._load()
         return name in self._items

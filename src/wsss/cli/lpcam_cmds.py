@@ -6,8 +6,7 @@ from pathlib import Path
 
 import typer
 
-from wsss.cli.maps_cmds import parse_scales
-from wsss.errors import ConfigError
+from wsss.cli.maps_cmds import _BATCH_HELP, _MPX_HELP, _RESTART_HELP, run_maps_command
 
 lpcam_app = typer.Typer(
     help="LPCAM: class maps from clustered local prototypes (fit prototypes, then maps).",
@@ -20,10 +19,7 @@ def _load(checkpoint: Path, device: str, dataset):
     from wsss.models import load_model
     from wsss.runtime import resolve_device
 
-    try:
-        target = resolve_device(device)
-    except RuntimeError as e:
-        raise ConfigError(f"--device {device!r}: {e}") from None
+    target = resolve_device(device)
     model, _ = load_model(checkpoint, map_location=target, classes=dataset.classes)
     return model, target
 
@@ -32,7 +28,7 @@ def _print_summary(prototypes) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from wsss.maps.lpcam import prototype_composition
+    from wsss.diagnostics.prototypes import prototype_composition
 
     console = Console()
     table = Table(title="LPCAM prototypes")
@@ -111,6 +107,7 @@ def fit_command(
       runs/cam/maps --out runs/cam/prototypes.safetensors
     """
     from wsss.data.datasets import build_dataset
+    from wsss.diagnostics.prototypes import part_tags
     from wsss.maps.lpcam import PrototypeConfig, fit_prototypes, save_prototypes
 
     config = PrototypeConfig(
@@ -132,7 +129,9 @@ def fit_command(
     )
     dataset = build_dataset(format, data, split)
     model, target = _load(checkpoint, device, dataset)
-    prototypes = fit_prototypes(model, dataset, cams, config, device=target, checkpoint=checkpoint)
+    prototypes = fit_prototypes(
+        model, dataset, cams, config, device=target, checkpoint=checkpoint, tags=part_tags(dataset)
+    )
     save_prototypes(out, prototypes)
     _print_summary(prototypes)
     typer.echo(f"wrote {out}")
@@ -153,46 +152,38 @@ def maps_command(
     classes: str = typer.Option(
         "gt", "--classes", help="gt (labelled classes) or predicted (unlabelled images)."
     ),
-    batch_size: int = typer.Option(1, "--batch-size", min=1, help="Images per call."),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1, help=_BATCH_HELP),
     workers: int = typer.Option(0, "--workers", min=0, help="Image-decoding processes."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:i]."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
+    restart: bool = typer.Option(False, "--restart", help=_RESTART_HELP),
+    max_input_megapixels: float | None = typer.Option(
+        None, "--max-input-megapixels", help=_MPX_HELP
+    ),
 ) -> None:
     """Write LPCAM (or LPCAM-F) class maps, drop-in replacements for CAM maps.
 
-    Example:
-
-      wsss lpcam maps --checkpoint runs/cam/checkpoints/last.safetensors --prototypes
-      runs/cam/prototypes.safetensors --data VOC2012 --out runs/cam/lpcam
+    A shortcut of `wsss maps --method lpcam` (which writes both kinds from one feature pass)
+    that writes one kind into --out.
     """
-    from wsss.data.datasets import build_dataset
-    from wsss.maps.lpcam import load_prototypes
-    from wsss.maps.runner import run_maps
-
-    tta_scales = parse_scales(scales)
-    dataset = build_dataset(format, data, split)
-    model, target = _load(checkpoint, device, dataset)
-    protos = load_prototypes(prototypes)
-    if protos.classes != list(dataset.classes):
-        raise ConfigError(
-            f"{prototypes} holds prototypes of {protos.classes}, {dataset.root} has "
-            f"{dataset.classes}"
-        )
-    result = run_maps(
-        "lpcam_f" if no_context else "lpcam",
-        model,
-        dataset,
-        out,
-        scales=tta_scales,
-        classes=classes,
-        device=target,
-        batch_size=batch_size,
-        num_workers=workers,
-        method_options={"prototypes": protos},
+    name = "lpcam_f" if no_context else "lpcam"
+    run_maps_command(
+        name,
         checkpoint=checkpoint,
-    )
-    typer.echo(
-        f"{result.written} maps written, {result.skipped} already there, in {result.out_dir} "
-        f"({result.seconds:.1f} s)"
+        data=data,
+        format=format,
+        split=split,
+        out={name: out},
+        options={"prototypes": prototypes},
+        scales=scales,
+        classes=classes,
+        batch_size=batch_size,
+        workers=workers,
+        device=device,
+        amp=True,
+        progress=progress,
+        restart=restart,
+        max_input_megapixels=max_input_megapixels,
     )
 
 

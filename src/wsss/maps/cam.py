@@ -16,17 +16,18 @@ import torch.nn.functional as F
 
 from wsss.data.transforms import normalize
 from wsss.io.maps import ClassMaps
+from wsss.maps.methods import MapMethod, register_map_method
 from wsss.maps.tta import (
-    DEFAULT_MAX_PIXELS,
     DEFAULT_SCALES,
     Forward,
     as_image_tensor,
     class_maps_by_size,
+    default_max_pixels,
     size_groups,
 )
 from wsss.models.classifier import CAMClassifier
 
-__all__ = ["cam_forward", "cam_maps", "cam_maps_batch", "predicted_classes"]
+__all__ = ["CAMMethod", "cam_forward", "cam_maps", "cam_maps_batch", "predicted_classes"]
 
 
 def cam_forward(model: CAMClassifier, class_indices: Sequence[int] | None = None) -> Forward:
@@ -51,7 +52,7 @@ def predicted_classes(
     *,
     device: torch.device | str | None = None,
     amp: bool = True,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
 ) -> list[list[int]]:
     """Classes with ``sigmoid(logit) ≥ threshold`` on each unaugmented image (scale 1, no flip).
 
@@ -61,9 +62,10 @@ def predicted_classes(
         threshold: Probability threshold.
         device: Where the model runs; default its current device.
         amp: Autocast on CUDA.
-        max_pixels: Cap on input pixels per forward pass.
+        max_pixels: Input pixels per forward call (None: per device).
     """
     device = torch.device(device) if device is not None else _model_device(model)
+    max_pixels = default_max_pixels(device) if max_pixels is None else max_pixels
     images = [as_image_tensor(im) for im in images]
     out: list[list[int]] = [[] for _ in images]
     with torch.inference_mode():
@@ -98,7 +100,7 @@ def cam_maps_batch(
     threshold: float = 0.5,
     device: torch.device | str | None = None,
     amp: bool = True,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
 ) -> list[ClassMaps]:
     """TTA class maps of several images; images of equal size share forward passes.
 
@@ -111,7 +113,8 @@ def cam_maps_batch(
         threshold: Probability threshold for predicted classes.
         device: Where the model runs; default its current device.
         amp: Autocast on CUDA.
-        max_pixels: Cap on input pixels per forward pass (see ``multiscale_flip``).
+        max_pixels: Input pixels per forward call; None: per device (0.25 Mpx on the CPU,
+            3 Mpx on a GPU; see ``multiscale_flip``).
 
     Returns:
         One :class:`ClassMaps` per image, keys = class index + 1, channels max-normalised.
@@ -161,3 +164,24 @@ def cam_maps(
     :func:`cam_maps_batch`.
     """
     return cam_maps_batch(model, [image], [class_indices], scales=scales, **kwargs)[0]
+
+
+@register_map_method("cam")
+class CAMMethod(MapMethod):
+    """CAM maps of a CAM classifier (:func:`cam_maps_batch`), registered as ``cam``.
+
+    Args:
+        threshold: Probability threshold of the predicted classes (unlabelled images).
+    """
+
+    outputs = ("cam",)
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        self.threshold = float(threshold)
+
+    def settings(self) -> dict[str, float]:
+        return {} if self.threshold == 0.5 else {"threshold": self.threshold}
+
+    def compute(self, model, images, class_indices, **tta) -> list[dict[str, ClassMaps]]:
+        maps = cam_maps_batch(model, images, class_indices, threshold=self.threshold, **tta)
+        return [{"cam": m} for m in maps]

@@ -1,18 +1,22 @@
-"""Write the class maps of a whole dataset split, one ``<id>.npz`` per image.
+"""Write the maps of a whole dataset split with any map method, one ``<id>.npz`` per image.
 
-Files are written atomically and a readable file is never recomputed, so an interrupted run
-resumes where it stopped. Under ``torch.distributed`` rank ``r`` of ``world`` processes takes
-``ids[r::world]``. A ``maps.json`` manifest (method, checkpoint, scales, ...) is written once
-every image of the split has its file; a later run with different settings into the same
-folder is refused instead of mixing maps.
+One runner serves every method (:mod:`wsss.maps.methods`): it decodes images in
+``DataLoader`` workers, batches them, shards them over ``torch.distributed`` ranks (rank ``r``
+of ``world`` takes ``ids[r::world]``), and writes each output of the method into its own
+:class:`~wsss.io.maps.MapStore` in the same pass.
+
+Every output folder records its settings (method, checkpoint, scales, ...) in ``maps.json``
+before the first map is written and is marked complete once every image of the split has its
+file. A rerun with the same settings resumes (readable files are never recomputed); one with
+other settings, or into a folder holding maps without a record, is refused unless
+``restart=True``, which starts the folder over.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,20 +26,27 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from wsss.data.base import SegmentationDataset
 from wsss.data.transforms import to_tensor
 from wsss.errors import ConfigError, DataError, WsssError
-from wsss.io.atomic import atomic_write_json
-from wsss.io.maps import save_class_maps
-from wsss.maps.methods import MapMethod, get_map_method
-from wsss.maps.tta import DEFAULT_SCALES
+from wsss.io.maps import MANIFEST_NAME, MapStore, is_complete_map_file
+from wsss.maps.methods import FunctionMethod, MapMethod, create_map_method
+from wsss.maps.tta import (
+    DEFAULT_MAX_INPUT_MEGAPIXELS,
+    DEFAULT_SCALES,
+    check_input_size,
+)
+from wsss.runtime import dist_info, progress_bar
 
-__all__ = ["MANIFEST_NAME", "MapsRunResult", "is_complete_map_file", "run_maps"]
-
-MANIFEST_NAME = "maps.json"
-_MANIFEST_KEYS = ("method", "checkpoint", "scales", "classes", "split")
+__all__ = [
+    "MANIFEST_NAME",
+    "MapsRunResult",
+    "default_batch_size",
+    "is_complete_map_file",
+    "output_folders",
+    "run_maps",
+]
 
 
 @dataclass
@@ -43,27 +54,55 @@ class MapsRunResult:
     """Outcome of :func:`run_maps` on this process.
 
     Attributes:
-        out_dir: Folder of the map files.
-        written: Files computed by this process.
-        skipped: Files of this process's share found complete.
-        complete: Whether every image of the split now has its file (manifest written).
+        outputs: Folder of each output written, by output name.
+        written: Images computed by this process.
+        skipped: Images of this process's share found complete.
+        complete: Whether every image of the split now has its files (folders marked so).
         seconds: Wall time.
     """
 
-    out_dir: Path
+    outputs: dict[str, Path]
     written: int
     skipped: int
     complete: bool
     seconds: float
 
+    @property
+    def out_dir(self) -> Path:
+        """The folder of the first output."""
+        return next(iter(self.outputs.values()))
 
-def is_complete_map_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a readable class-map file (checks the archive index, not the data)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {"keys", "cam", "hr"} <= set(z.files)
-    except Exception:  # missing, truncated or foreign file: recompute it
-        return False
+
+def default_batch_size(device: torch.device | str) -> int:
+    """Images per method call when not set: 1 on the CPU, 8 on a GPU.
+
+    Equal-sized images of one call share forward passes (up to ``max_pixels``). On the CPU
+    that gains at most a few per cent, on small images only, and holds the maps of several
+    images at once (``benchmarks/cam_tta.py``); a GPU needs batches to be busy.
+    """
+    return 1 if torch.device(device).type == "cpu" else 8
+
+
+def output_folders(
+    method: MapMethod, out: str | os.PathLike | Mapping[str, str | os.PathLike]
+) -> dict[str, Path]:
+    """Where each output of ``method`` goes.
+
+    ``out`` is the folder of a one-output method, the parent of one sub-folder per output
+    (named after it) for a method with several, or a mapping output → folder (a subset of
+    the outputs writes only those).
+    """
+    if isinstance(out, Mapping):
+        unknown = sorted(set(out) - set(method.outputs))
+        if unknown or not out:
+            raise ConfigError(
+                f"map method {method.name!r} has outputs {list(method.outputs)}, "
+                f"got folders for {sorted(out)}"
+            )
+        return {name: Path(folder) for name, folder in out.items()}
+    if len(method.outputs) == 1:
+        return {method.outputs[0]: Path(out)}
+    return {name: Path(out) / name for name in method.outputs}
 
 
 class _Images(Dataset):
@@ -96,159 +135,196 @@ def _label_classes(sample_id: str, label: np.ndarray, num_classes: int) -> list[
     return np.flatnonzero(label >= 0.5).tolist()
 
 
-def _distributed_shard() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+def _as_method(method: str | MapMethod | Callable, options: Mapping[str, Any] | None) -> MapMethod:
+    if isinstance(method, str):
+        return create_map_method(method, **(options or {}))
+    if isinstance(method, MapMethod):
+        if options:
+            raise ConfigError("method_options go with a method name, not a method object")
+        return method
+    if callable(method):
+        return FunctionMethod(method, **(options or {}))
+    raise ConfigError(f"not a map method: {method!r}")
 
 
-def _same(key: str, old: Any, new: Any) -> bool:
-    if key == "checkpoint" and old is not None and new is not None:
-        return Path(old).resolve() == Path(new).resolve()  # the same file named another way
-    return old == new
-
-
-def _check_manifest(path: Path, settings: dict[str, Any]) -> None:
-    if not path.is_file():
+def _all_ranks_ok(error: Exception | None, distributed: bool) -> None:
+    """Raise ``error`` here, and a short error on the other ranks, if any rank has one."""
+    if not distributed:
+        if error is not None:
+            raise error
         return
-    try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: unreadable manifest ({e}); delete it to start over") from e
-    changed = [k for k in _MANIFEST_KEYS if k in old and not _same(k, old[k], settings[k])]
-    if changed:
-        diff = ", ".join(f"{k}: {old[k]!r} → {settings[k]!r}" for k in changed)
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    failed = torch.tensor([0 if error is None else 1], device=device)
+    dist.all_reduce(failed)
+    if error is not None:
+        raise error
+    if failed.item():
+        raise WsssError("another rank refused the output folder (see its message)")
+
+
+def _check_model(method: MapMethod, model: nn.Module) -> None:
+    kind = model.architecture().get("type") if hasattr(model, "architecture") else None
+    if kind is not None and kind not in method.model_types:
         raise ConfigError(
-            f"{path.parent} holds maps made with other settings ({diff}); "
-            "choose another output folder or delete it"
+            f"map method {method.name!r} runs a {' or '.join(method.model_types)} model, the "
+            f"checkpoint holds a {kind!r}"
         )
 
 
 def run_maps(
-    method: str | MapMethod,
+    method: str | MapMethod | Callable,
     model: nn.Module,
     dataset: SegmentationDataset,
-    out_dir: str | os.PathLike,
+    out: str | os.PathLike | Mapping[str, str | os.PathLike],
     *,
     scales: Sequence[float] = DEFAULT_SCALES,
     classes: Literal["gt", "predicted"] = "gt",
     device: torch.device | str | None = None,
     amp: bool = True,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     num_workers: int = 0,
-    method_options: dict[str, Any] | None = None,
+    method_options: Mapping[str, Any] | None = None,
     checkpoint: str | os.PathLike | None = None,
     rank: int | None = None,
     world_size: int | None = None,
     channels_last: bool = True,
     progress: bool = True,
+    restart: bool = False,
+    max_pixels: int | None = None,
+    max_input_megapixels: float | None = DEFAULT_MAX_INPUT_MEGAPIXELS,
 ) -> MapsRunResult:
-    """Compute and save the class maps of every image of ``dataset`` missing in ``out_dir``.
+    """Compute and save the maps of every image of ``dataset`` missing in the output folders.
 
     Args:
-        method: A registered map method name (``"cam"``, ``"lpcam"``) or a callable with the
-            :class:`~wsss.maps.methods.MapMethod` signature.
-        model: The network the method needs; moved to ``device``, set to eval mode and, with
+        method: A registered method name (``"cam"``, ``"lpcam"``, ``"lpcam_f"``; see
+            :func:`~wsss.maps.methods.list_map_methods`), a :class:`MapMethod`, or a function
+            with the :class:`~wsss.maps.methods.FunctionMethod` signature.
+        model: The network the method runs; moved to ``device``, set to eval mode and, with
             ``channels_last``, to channels-last memory format.
         dataset: Images (and, for ``classes="gt"``, image labels).
-        out_dir: Output folder, created if needed.
+        out: Output folder(s), see :func:`output_folders`: for ``lpcam`` (outputs ``lpcam``
+            and ``lpcam_f``) ``out/lpcam`` and ``out/lpcam_f``.
         scales: TTA scales.
         classes: ``"gt"`` keeps the labelled classes; ``"predicted"`` the classes the model
-            predicts (for unlabelled images).
+            predicts (for unlabelled images). Class-agnostic methods ignore it.
         device: Where the model runs; default its current device.
         amp: Autocast on CUDA.
-        batch_size: Images handed to the method at once (equal sizes share forward passes).
+        batch_size: Images handed to the method at once (equal sizes share forward passes);
+            None: :func:`default_batch_size` (1 on the CPU, 8 on a GPU).
         num_workers: ``DataLoader`` processes decoding images.
-        method_options: Extra keyword arguments of the method.
-        checkpoint: Recorded in the manifest.
+        method_options: Options of a method given by name (e.g. ``prototypes``).
+        checkpoint: Path of the model's checkpoint, recorded in the settings.
         rank: Shard index; default the ``torch.distributed`` rank (0 when not distributed).
         world_size: Number of shards; default the ``torch.distributed`` world size.
         channels_last: Run convolutions in channels-last layout (same maps up to float
             rounding; measured faster on CPU, see ``benchmarks/README.md``).
-        progress: Show a progress bar (rank 0 only).
+        progress: Show progress (rank 0 only).
+        restart: Delete the maps of an output folder made with other settings (or without a
+            settings record) instead of refusing it.
+        max_pixels: Input pixels per forward call (flipped copies included); None: per
+            device (:func:`~wsss.maps.tta.default_max_pixels`: 0.25 Mpx on the CPU, where
+            larger batches are slower, 3 Mpx on a GPU).
+        max_input_megapixels: Refuse, before computing it, an image whose largest scaled
+            input exceeds this many megapixels (None: no cap); see
+            :func:`~wsss.maps.tta.check_input_size` for the memory a map needs.
+
+    Raises:
+        ConfigError: Bad settings, or an output folder made with other settings.
+        DataError: An image or label that cannot be read, or an image over the size cap.
     """
     if classes not in ("gt", "predicted"):
         raise ConfigError(f"classes must be 'gt' or 'predicted', got {classes!r}")
-    if batch_size < 1 or num_workers < 0:
+    if (batch_size is not None and batch_size < 1) or num_workers < 0:
         raise ConfigError(
             f"batch_size must be ≥ 1 and num_workers ≥ 0 ({batch_size}, {num_workers})"
         )
-    fn = get_map_method(method) if isinstance(method, str) else method
-    method_name = method if isinstance(method, str) else getattr(method, "__name__", repr(method))
+    method = _as_method(method, method_options)
+    folders = output_folders(method, out)
+    method = method.restrict(list(folders))
+    _check_model(method, model)
+    labelled = classes == "gt" and not method.class_agnostic
     model_classes = getattr(model, "num_classes", None)
-    if classes == "gt" and model_classes is not None and model_classes != dataset.num_classes:
+    if labelled and model_classes is not None and model_classes != dataset.num_classes:
         raise ConfigError(
             f"the model has {model_classes} classes but dataset {dataset.root} has "
             f"{dataset.num_classes}; use the checkpoint trained on this dataset"
         )
-    default_rank, default_world = _distributed_shard()
-    rank = default_rank if rank is None else rank
-    world_size = default_world if world_size is None else world_size
+    method.check(model, getattr(dataset, "classes", None))
+    info = dist_info()
+    distributed = info.enabled
+    rank = info.rank if rank is None else rank
+    world_size = info.world_size if world_size is None else world_size
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    batch_size = default_batch_size(device) if batch_size is None else batch_size
 
     start = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {
-        "method": method_name,
+    stores = {name: MapStore(folder) for name, folder in folders.items()}
+    common = {
         "checkpoint": None if checkpoint is None else str(checkpoint),
         "scales": [float(s) for s in scales],
-        "classes": classes,
+        "classes": "agnostic" if method.class_agnostic else classes,
         "split": getattr(dataset, "split", None),
+        **method.settings(),
     }
-    _check_manifest(out_dir / MANIFEST_NAME, settings)
-
-    def target(sample_id: str) -> Path:
-        return out_dir / f"{sample_id}.npz"
+    # Rank 0 records the settings before any rank writes a map.
+    error = None
+    if rank == 0 or not distributed:
+        try:
+            for name, store in stores.items():
+                store.claim({"method": name, **common}, restart=restart)
+        except WsssError as e:
+            error = e
+    _all_ranks_ok(error, distributed)
 
     share = range(rank, len(dataset), world_size)
-    pending = [i for i in share if not is_complete_map_file(target(dataset.ids[i]))]
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    pending = [i for i in share if not all(s.has(dataset.ids[i]) for s in stores.values())]
     model.to(device).eval()
     if channels_last:
         model.to(memory_format=torch.channels_last)
     loader = DataLoader(
-        _Images(dataset, pending, labels=classes == "gt"),
+        _Images(dataset, pending, labels=labelled),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_as_list,
     )
-    bar = tqdm(
-        total=len(pending),
-        desc=f"{method_name} maps",
-        unit="img",
-        disable=not progress or rank != 0,
+    tta = {
+        "scales": scales,
+        "device": device,
+        "amp": amp,
+        "max_pixels": max_pixels,
+    }
+    bar = progress_bar(
+        total=len(pending), desc=f"{method.name} maps", enabled=progress and rank == 0, unit="img"
     )
     with bar:
         for items in loader:
             for item in items:
                 if "error" in item:
                     raise item["error"]
-            if classes == "gt":
+                size = tuple(item["image"].shape[-2:])
+                check_input_size(size, scales, max_input_megapixels, where=item["id"])
+            if labelled:
                 wanted = [
                     _label_classes(it["id"], it["label"], dataset.num_classes) for it in items
                 ]
             else:
                 wanted = [None] * len(items)
-            maps = fn(
-                model,
-                [it["image"] for it in items],
-                wanted,
-                scales=scales,
-                device=device,
-                amp=amp,
-                **(method_options or {}),
-            )
+            maps = method.compute(model, [it["image"] for it in items], wanted, **tta)
             for item, item_maps in zip(items, maps, strict=True):
-                save_class_maps(target(item["id"]), item_maps)
+                for name, store in stores.items():
+                    store.save(item["id"], item_maps[name])
             bar.update(len(items))
 
-    if world_size > 1 and dist.is_available() and dist.is_initialized():
+    if distributed:
         dist.barrier()
-    complete = all(target(i).is_file() for i in dataset.ids)
-    if complete and rank == 0:
-        atomic_write_json(out_dir / MANIFEST_NAME, {**settings, "count": len(dataset)})
+    complete = all(store.path(i).is_file() for store in stores.values() for i in dataset.ids)
+    if complete and (rank == 0 or not distributed):
+        for store in stores.values():
+            store.finish(len(dataset))
+    if distributed:
+        dist.barrier()  # every rank returns with the folders marked
     return MapsRunResult(
-        out_dir=out_dir,
+        outputs=folders,
         written=len(pending),
         skipped=len(share) - len(pending),
         complete=complete,

@@ -26,14 +26,20 @@ import torch
 import torch.nn.functional as F
 
 from wsss.data.transforms import normalize
-from wsss.errors import ConfigError
+from wsss.errors import ConfigError, DataError
 from wsss.io.maps import ClassMaps
 
 __all__ = [
+    "BYTES_PER_INPUT_PIXEL",
+    "CPU_MAX_PIXELS",
+    "DEFAULT_MAX_INPUT_MEGAPIXELS",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_SCALES",
     "as_image_tensor",
+    "check_input_size",
     "class_maps_by_size",
+    "default_max_pixels",
+    "largest_input",
     "multiscale_flip",
     "normalize_maps",
     "resize_image",
@@ -44,9 +50,21 @@ __all__ = [
 ]
 
 DEFAULT_SCALES = (1.0, 0.5, 1.5, 2.0)
-# Input pixels per forward pass (flipped copies included) when several images are batched:
-# two 500×375 VOC images at scale 2 with their flips (3 Mpx). One image always goes alone.
+# Largest network input (one image at its largest scale) accepted by default: a 10 Mpx image
+# at scale 2. Past it an image is refused before any work (see ``check_input_size``).
+DEFAULT_MAX_INPUT_MEGAPIXELS = 40.0
+# Peak memory per pixel of the largest network input, measured on the CPU as the rise of the
+# peak resident memory while one image got its maps (default scales and settings, two
+# classes; benchmarks/README.md "Memory"): ResNet-50 OS16 about 300 bytes (1.2 GB per image
+# megapixel at scale 2), ResNet-10t OS8 about 225 bytes (0.9 GB); plus about 0.3 GB once.
+BYTES_PER_INPUT_PIXEL = 300
+# Input pixels per forward call (flipped copies included) on a GPU: two 500×375 VOC images at
+# scale 2 with their flips (3 Mpx).
 DEFAULT_MAX_PIXELS = 3_000_000
+# On the CPU, batching inputs saves time only while they are small: on one thread an image
+# and its flip in one call are 5–75 % faster than apart below ~0.1 Mpx each, and 5–13 %
+# slower from ~0.19 Mpx (ResNet-10t and ResNet-50, channels-last; benchmarks/README.md).
+CPU_MAX_PIXELS = 250_000
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 Merge = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -109,6 +127,50 @@ def normalize_maps(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return maps / (maps.amax(dim=(-2, -1), keepdim=True) + eps)
 
 
+def largest_input(size: tuple[int, int], scales: Sequence[float]) -> tuple[float, tuple[int, int]]:
+    """The scale giving the largest network input for an image of ``size``, and that input size."""
+    scale = max(scales)
+    return scale, scaled_size(size, scale)
+
+
+def check_input_size(
+    size: tuple[int, int],
+    scales: Sequence[float],
+    max_megapixels: float | None = DEFAULT_MAX_INPUT_MEGAPIXELS,
+    where: str = "image",
+) -> None:
+    """Refuse an image whose largest scaled input would exceed ``max_megapixels``.
+
+    The maps of an image need about ``BYTES_PER_INPUT_PIXEL`` bytes per pixel of its largest
+    scaled input (1.2 GB per megapixel of image at scale 2 for a ResNet-50 on the CPU), so a
+    photo of 6000×4000 pixels with the default scales needs about 29 GB; this fails at once
+    instead of after minutes.
+
+    Raises:
+        DataError: The message names ``where``, the sizes, the memory estimate and the setting.
+    """
+    if max_megapixels is None:
+        return
+    scale, (h, w) = largest_input(size, scales)
+    if h * w <= max_megapixels * 1e6:
+        return
+    gigabytes = h * w * BYTES_PER_INPUT_PIXEL / 1e9
+    raise DataError(
+        f"{where}: image of {size[1]}×{size[0]} pixels is {w}×{h} ({h * w / 1e6:.3g} Mpx) at "
+        f"scale {scale:g}, above max_input_megapixels={max_megapixels:g}; its maps would "
+        f"need about {gigabytes:.0f} GB of memory (ResNet-50). Raise max_input_megapixels "
+        "(--max-input-megapixels) if the memory is there, use smaller --scales, or "
+        "downscale the image",
+        kind="image too large",
+    )
+
+
+def default_max_pixels(device: torch.device | str) -> int:
+    """Input pixels per forward call when not set: :data:`CPU_MAX_PIXELS` on the CPU,
+    :data:`DEFAULT_MAX_PIXELS` elsewhere (a GPU needs batches to be busy)."""
+    return CPU_MAX_PIXELS if torch.device(device).type == "cpu" else DEFAULT_MAX_PIXELS
+
+
 def _add_pair_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a + b
 
@@ -121,13 +183,13 @@ def multiscale_flip(
     *,
     device: torch.device | str | None = None,
     amp: bool = True,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Multi-scale, flip-augmented dense maps of one image or of a batch of equal-sized images.
 
     Args:
         forward: Maps an ``n×3×h×w`` ImageNet-normalised batch to ``n×K'×h'×w'`` outputs.
-            Called once per scale (and per chunk of ``max_pixels``) on ``[x_s, hflip(x_s)]``.
+            Called per scale on ``[x_s, hflip(x_s)]``, in chunks of at most ``max_pixels``.
         image: ``uint8`` RGB, ``3×H×W`` or ``N×3×H×W`` (equal sizes batch without padding).
         scales: Resize factors.
         merge: Turns the outputs of the images and of their flips (already flipped back), two
@@ -135,7 +197,9 @@ def multiscale_flip(
             LPCAM merges summed features into prototype similarities here.
         device: Where ``forward`` runs; default the image's device.
         amp: Autocast ``forward`` to float16 on CUDA (maps are accumulated in float32).
-        max_pixels: Cap on input pixels per forward pass when batching several images.
+        max_pixels: Input pixels per ``forward`` call (flipped copies included); an input
+            larger than that goes alone. None: per device (:func:`default_max_pixels`). The
+            maps do not depend on it beyond float rounding.
 
     Returns:
         ``(strided, hr)``: unnormalised sums over scales, ``K×ceil(H/4)×ceil(W/4)`` and
@@ -150,17 +214,24 @@ def multiscale_flip(
     merge = merge or _add_pair_sum
     device = torch.device(device) if device is not None else images.device
     n, _, h, w = images.shape
+    max_pixels = default_max_pixels(device) if max_pixels is None else int(max_pixels)
     size4, size_up = strided_size((h, w), 4), strided_up_size((h, w), 16)
     strided = hr = None
     with torch.inference_mode():
         for scale in scales:
             size = scaled_size((h, w), scale)
             x = normalize(resize_image(images, size).to(device, non_blocking=True))
-            chunk = max(1, max_pixels // (2 * size[0] * size[1]))
+            # Inputs per forward call: images with their flips while they fit in max_pixels.
+            inputs = max(1, max_pixels // (size[0] * size[1]))
+            chunk = max(1, inputs // 2)
             for i in range(0, n, chunk):
                 xs = x[i : i + chunk]
+                pair = torch.cat([xs, xs.flip(-1)])
                 with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-                    out = forward(torch.cat([xs, xs.flip(-1)]))
+                    if len(pair) <= inputs:
+                        out = forward(pair)
+                    else:
+                        out = torch.cat([forward(p) for p in pair.split(inputs)])
                 a, b = out.float().split(len(xs))
                 maps = merge(a, b.flip(-1)).float()
                 if strided is None:
@@ -186,7 +257,7 @@ def class_maps_by_size(
     *,
     device: torch.device | str | None = None,
     amp: bool = True,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
 ) -> list[ClassMaps]:
     """TTA class maps of several images, those of equal size sharing their forward passes.
 
@@ -201,7 +272,7 @@ def class_maps_by_size(
         scales: TTA scales.
         device: Where the network runs.
         amp: Autocast on CUDA.
-        max_pixels: Cap on input pixels per forward pass.
+        max_pixels: Input pixels per forward call (None: per device).
 
     Returns:
         One :class:`ClassMaps` per image, keys = class index + 1; an image with no class gets

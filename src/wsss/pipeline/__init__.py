@@ -27,7 +27,6 @@ from wsss.pipeline.rundir import RunDir, results_entry
 from wsss.pipeline.stages import (
     DataSpec,
     EvalStage,
-    LPCAMMapsStage,
     MapsStage,
     PrototypeStage,
     ReportStage,
@@ -44,7 +43,6 @@ __all__ = [
     "EvalSection",
     "EvalStage",
     "FunctionStage",
-    "LPCAMMapsStage",
     "MapsSection",
     "MapsStage",
     "Pipeline",

@@ -43,7 +43,6 @@ from wsss.pipeline.rundir import RunDir
 from wsss.pipeline.stages import (
     DataSpec,
     EvalStage,
-    LPCAMMapsStage,
     MapsStage,
     PrototypeStage,
     ReportStage,
@@ -170,8 +169,11 @@ def demo_pipeline(
                 progress=progress,
             )
         )
-        stages.append(LPCAMMapsStage("cam", data, "lpcam", requires=("lpcam_fit",), **maps))
-        for method in LPCAMMapsStage.methods:
+        lpcam = MapsStage(
+            "lpcam", "cam", data, "lpcam", prototypes="lpcam", requires=("lpcam_fit",), **maps
+        )
+        stages.append(lpcam)
+        for method in lpcam.map_names.values():
             stages.append(EvalStage(method, data, requires=("maps_lpcam",), **evals))
             evaluations.append(f"eval_{method}")
     # Seeds this demo makes among refine.methods (LPCAM's are skipped with demo.lpcam=false).

@@ -23,7 +23,6 @@ from wsss.pipeline.rundir import RunDir, results_entry
 __all__ = [
     "DataSpec",
     "EvalStage",
-    "LPCAMMapsStage",
     "MapsStage",
     "PrototypeStage",
     "ReportStage",
@@ -163,17 +162,23 @@ class TrainStage(Stage):
 
 
 class MapsStage(Stage):
-    """Class maps of every image of a split into ``run.maps_dir(method)``.
+    """Maps of every image of a split with one map method (any of ``wsss.maps.methods``).
+
+    A one-output method writes ``run.maps_dir(name)`` (so CAM maps of the ``pnoc``
+    classifier can be ``maps/pnoc``); a method with several outputs writes
+    ``run.maps_dir(output)`` for each (``lpcam`` → ``maps/lpcam`` and ``maps/lpcam_f`` from
+    one feature pass). The stage is complete when every folder's settings record says so; an
+    interrupted stage resumes.
 
     Args:
-        method: Name of the maps in the run (``cam``, ``lpcam``, ``pnoc`` ...).
-        classifier: Name of the trained classifier to use.
+        name: Stage suffix (``maps_<name>``) and the maps' name for a one-output method.
+        classifier: Name of the trained classifier the method runs.
         data: The split.
-        map_method: Registered map method (default: ``method``).
+        map_method: Registered map method (default: ``name``).
         scales: Test-time augmentation scales.
         device: Inference device (``auto``: CUDA when available).
-        prototypes: For prototype methods, the name of the :class:`PrototypeStage` output
-            (``lpcam``), loaded once and handed to the method.
+        prototypes: For methods that need prototypes (``lpcam``), the name of the
+            :class:`PrototypeStage` output.
         requires: Upstream stages.
         progress: Show a progress bar.
     """
@@ -182,7 +187,7 @@ class MapsStage(Stage):
 
     def __init__(
         self,
-        method: str,
+        name: str,
         classifier: str,
         data: DataSpec,
         map_method: str | None = None,
@@ -192,28 +197,49 @@ class MapsStage(Stage):
         requires: tuple[str, ...] | None = None,
         progress: bool = True,
     ) -> None:
-        self.method, self.classifier, self.data = method, classifier, data
-        self.map_method = map_method or method
+        self.method, self.classifier, self.data = name, classifier, data
+        self.map_method = map_method or name
         self.scales = tuple(float(s) for s in scales)
         self.device, self.prototypes, self.progress = device, prototypes, progress
-        self.name = f"maps_{method}"
+        self.name = f"maps_{name}"
         self.requires = requires
 
-    def outputs(self, run: RunDir) -> list[Path]:
-        from wsss.maps.runner import MANIFEST_NAME
+    @property
+    def map_names(self) -> dict[str, str]:
+        """Output of the method → name of its maps in the run (its ``run.maps_dir``)."""
+        from wsss.maps.methods import get_map_method
 
-        return [run.maps_dir(self.method) / MANIFEST_NAME]
+        outputs = get_map_method(self.map_method).outputs
+        return {outputs[0]: self.method} if len(outputs) == 1 else {o: o for o in outputs}
+
+    def folders(self, run: RunDir) -> dict[str, Path]:
+        """Output of the method → its folder in ``run``."""
+        return {output: run.maps_dir(name) for output, name in self.map_names.items()}
+
+    def outputs(self, run: RunDir) -> list[Path]:
+        from wsss.io.maps import MapStore
+
+        return [MapStore(f).manifest_path for f in self.folders(run).values()]
+
+    def is_complete(self, run: RunDir) -> bool:
+        from wsss.io.maps import MapStore
+
+        return all(MapStore(f).is_complete() for f in self.folders(run).values())
 
     def params(self) -> Mapping[str, Any]:
-        return {
+        params = {
             "map_method": self.map_method,
             "classifier": self.classifier,
             "scales": list(self.scales),
             "data": self.data.as_dict(),
         }
+        if self.prototypes is not None:
+            params["prototypes"] = self.prototypes
+        return params
 
     def reset(self, run: RunDir) -> None:
-        _remove_inside(run, run.maps_dir(self.method))
+        for folder in self.folders(run).values():
+            _remove_inside(run, folder)
 
     def run(self, run: RunDir) -> None:
         from wsss.maps.runner import run_maps
@@ -221,168 +247,23 @@ class MapsStage(Stage):
         from wsss.runtime import resolve_device
 
         device = resolve_device(self.device)
+        dataset = self.data.build()
         checkpoint = run.checkpoint(self.classifier)
-        model, _ = load_model(checkpoint, map_location=device)
+        model, _ = load_model(checkpoint, map_location=device, classes=dataset.classes)
         options = {}
         if self.prototypes is not None:
-            from wsss.maps.lpcam import load_prototypes
-
-            options["prototypes"] = load_prototypes(PrototypeStage.path(run, self.prototypes))
+            options["prototypes"] = PrototypeStage.path(run, self.prototypes)
         run_maps(
             self.map_method,
             model,
-            self.data.build(),
-            run.maps_dir(self.method),
+            dataset,
+            self.folders(run),
             scales=self.scales,
             device=device,
             method_options=options,
             checkpoint=checkpoint,
             progress=self.progress,
         )
-
-
-def lpcam_pair(
-    model: Any,
-    images: Sequence[Any],
-    class_indices: Sequence[Sequence[int]],
-    prototypes: Any,
-    scales: Sequence[float],
-    device: Any = None,
-) -> list[tuple[Any, Any]]:
-    """LPCAM and LPCAM-F maps of images from one multi-scale feature pass.
-
-    The two differ only in the prototype head applied to the same features, so the heads
-    are stacked: channel ``n`` is LPCAM of class ``n`` and channel ``C + n`` its LPCAM-F. The
-    result equals ``lpcam_maps_batch`` with ``context=True`` and ``False`` at half the cost.
-
-    Returns:
-        Per image, ``(lpcam, lpcam_f)`` :class:`~wsss.io.maps.ClassMaps`.
-    """
-    import torch
-
-    from wsss.io.maps import ClassMaps
-    from wsss.maps.lpcam import lpcam_map
-    from wsss.maps.tta import as_image_tensor, class_maps_by_size
-
-    c = prototypes.num_classes
-    doubled = [sorted(set(k)) + [n + c for n in sorted(set(k))] for k in class_indices]
-
-    def features(x: Any) -> Any:
-        return model(x, with_features=True).features
-
-    def make_pass(union: list[int]) -> tuple[Any, Any]:
-        # sorted union: every LPCAM channel (< C) comes before every LPCAM-F one
-        with_context = prototypes.head([n for n in union if n < c], context=True)
-        without = prototypes.head([n - c for n in union if n >= c], context=False)
-        head = torch.cat([with_context, without]).to(device)
-        return features, lambda a, b: lpcam_map(a + b, head)
-
-    images = [as_image_tensor(im) for im in images]
-    maps = class_maps_by_size(images, doubled, make_pass, scales, device=device)
-    pairs = []
-    for m in maps:
-        f = m.keys > c
-        pairs.append(
-            (
-                ClassMaps(keys=m.keys[~f], cam=m.cam[~f], hr=m.hr[~f]),
-                ClassMaps(keys=m.keys[f] - c, cam=m.cam[f], hr=m.hr[f]),
-            )
-        )
-    return pairs
-
-
-class LPCAMMapsStage(Stage):
-    """LPCAM and LPCAM-F maps into ``maps/lpcam`` and ``maps/lpcam_f`` from one feature pass.
-
-    The backbone features dominate the cost of both methods, so computing them once halves
-    it. Resumable: images whose two files exist are skipped.
-
-    Args:
-        classifier: Name of the trained classifier the prototypes were fitted on.
-        data: The split.
-        prototypes: Name of the :class:`PrototypeStage` output.
-        scales: Test-time augmentation scales.
-        device: Inference device (``auto``: CUDA when available).
-        requires: Upstream stages.
-        progress: Show a progress bar.
-    """
-
-    name = "maps_lpcam"
-    methods = ("lpcam", "lpcam_f")
-
-    def __init__(
-        self,
-        classifier: str,
-        data: DataSpec,
-        prototypes: str = "lpcam",
-        scales: Sequence[float] = (1.0, 0.5, 1.5, 2.0),
-        device: str = "auto",
-        requires: tuple[str, ...] | None = None,
-        progress: bool = True,
-    ) -> None:
-        self.classifier, self.data, self.prototypes = classifier, data, prototypes
-        self.scales = tuple(float(s) for s in scales)
-        self.device, self.requires, self.progress = device, requires, progress
-
-    def outputs(self, run: RunDir) -> list[Path]:
-        from wsss.maps.runner import MANIFEST_NAME
-
-        return [run.maps_dir(m) / MANIFEST_NAME for m in self.methods]
-
-    def params(self) -> Mapping[str, Any]:
-        return {
-            "classifier": self.classifier,
-            "prototypes": self.prototypes,
-            "scales": list(self.scales),
-            "data": self.data.as_dict(),
-        }
-
-    def reset(self, run: RunDir) -> None:
-        for method in self.methods:
-            _remove_inside(run, run.maps_dir(method))
-
-    def run(self, run: RunDir) -> None:
-        import numpy as np
-        import torch
-        from tqdm.auto import tqdm
-
-        from wsss.io.atomic import atomic_write_json
-        from wsss.io.maps import save_class_maps
-        from wsss.maps.lpcam import load_prototypes
-        from wsss.maps.runner import MANIFEST_NAME, is_complete_map_file
-        from wsss.models import load_model
-        from wsss.runtime import resolve_device
-
-        device = resolve_device(self.device)
-        dataset = self.data.build()
-        checkpoint = run.checkpoint(self.classifier)
-        model, _ = load_model(checkpoint, map_location=device, classes=dataset.classes)
-        prototypes = load_prototypes(PrototypeStage.path(run, self.prototypes))
-        dirs = [run.maps_dir(m) for m in self.methods]
-        for d in dirs:
-            d.mkdir(parents=True, exist_ok=True)
-        pending = [
-            i for i in dataset.ids if not all(is_complete_map_file(d / f"{i}.npz") for d in dirs)
-        ]
-        with torch.inference_mode():
-            for sample_id in tqdm(
-                pending, desc="lpcam maps", unit="img", disable=not self.progress
-            ):
-                image = torch.from_numpy(dataset.load_image(sample_id)).permute(2, 0, 1)
-                classes = np.flatnonzero(dataset.load_label(sample_id) >= 0.5).tolist()
-                pair = lpcam_pair(model, [image], [classes], prototypes, self.scales, device)[0]
-                for d, maps in zip(dirs, pair, strict=True):
-                    save_class_maps(d / f"{sample_id}.npz", maps)
-        for method, d in zip(self.methods, dirs, strict=True):
-            manifest = {
-                "method": method,
-                "checkpoint": str(checkpoint),
-                "scales": list(self.scales),
-                "classes": "gt",
-                "split": self.data.split,
-                "count": len(dataset),
-            }
-            atomic_write_json(d / MANIFEST_NAME, manifest)
 
 
 class EvalStage(Stage):
@@ -445,9 +326,9 @@ class EvalStage(Stage):
 class PrototypeStage(Stage):
     """Fit LPCAM prototypes of a classifier from its CAMs (``lpcam/prototypes.safetensors``).
 
-    Also writes the composition of every selected prototype (its share of head, body,
-    context and background pixels, when the dataset has the part annotation) to
-    ``lpcam/composition.json``.
+    When the dataset has the part annotation, also writes the composition of every selected
+    prototype (its share of head, body, context and background pixels,
+    :mod:`wsss.diagnostics.prototypes`) to ``lpcam/composition.json``.
 
     Args:
         classifier: Name of the trained classifier.
@@ -497,22 +378,26 @@ class PrototypeStage(Stage):
         _remove_inside(run, run.path / self.set_name)
 
     def run(self, run: RunDir) -> None:
+        from wsss.diagnostics.prototypes import part_tags, prototype_composition
         from wsss.io.atomic import atomic_write_json
-        from wsss.maps.lpcam import fit_prototypes, prototype_composition, save_prototypes
+        from wsss.maps.lpcam import fit_prototypes, save_prototypes
         from wsss.models import load_model
         from wsss.runtime import resolve_device
 
         device = resolve_device(self.device)
         checkpoint = run.checkpoint(self.classifier)
         model, _ = load_model(checkpoint, map_location=device)
+        dataset = self.data.build()
+        tags = part_tags(dataset)
         prototypes = fit_prototypes(
             model,
-            self.data.build(),
+            dataset,
             run.maps_dir(self.cam_method),
             self.config,
             device=device,
             checkpoint=checkpoint,
             progress=self.progress,
+            tags=tags,
         )
         folder = run.path / self.set_name
         atomic_write_json(folder / "composition.json", prototype_composition(prototypes))
