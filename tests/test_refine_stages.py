@@ -144,3 +144,15 @@ def test_refine_section_rejects_bad_values():
 def _no_leftovers(tmp_path):
     yield
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_stages_wait_for_the_stage_that_makes_their_maps(tmp_path):
+    voc, _ = _dataset(tmp_path)
+    data = DataSpec(voc, "train", "voc")
+    base = boundary_base_config("synth-boundary", voc, "train")
+    section = RefineSection(methods=("lpcam_f",))
+    stages = refine_stages(section, data, base, producers={"lpcam_f": "maps_lpcam"})
+    requires = {s.name: s.requires for s in stages}
+    assert requires["affinity_lpcam_f"] == ("maps_lpcam",)
+    assert requires["rw_lpcam_f"] == ("train_boundary_lpcam_f", "maps_lpcam")
+    assert requires["train_boundary_lpcam_f"] == ("train_cam", "affinity_lpcam_f")

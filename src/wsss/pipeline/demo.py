@@ -177,15 +177,21 @@ def demo_pipeline(
             stages.append(EvalStage(method, data, requires=("maps_lpcam",), **evals))
             evaluations.append(f"eval_{method}")
     # Seeds this demo makes among refine.methods (LPCAM's are skipped with demo.lpcam=false).
-    possible = {"cam", *STRATEGIES, *LPCAMMapsStage.methods}
+    producers = {
+        name: stage.name
+        for stage in stages
+        if isinstance(stage, MapsStage)
+        for name in stage.map_names.values()
+    }
+    lpcam_names = MapsStage("lpcam", "cam", data, "lpcam").map_names.values()
+    possible = {"cam", *STRATEGIES, *lpcam_names} - {"vanilla"}
     unknown = [m for m in config.refine.methods if m not in possible]
     if unknown:
         raise ConfigError(
             f"refine.methods: the demo makes no maps {unknown}; choose among "
-            f"{', '.join(sorted(possible - {'vanilla'}))}"
+            f"{', '.join(sorted(possible))}"
         )
-    made = {"cam", demo.strategy, *(LPCAMMapsStage.methods if demo.lpcam else ())}
-    methods = [m for m in config.refine.methods if m in made]
+    methods = [m for m in config.refine.methods if m in producers]
     if methods:
         base = boundary_base_config(
             config.refine.preset, root, demo.split, "voc", device=config.train.device
@@ -196,6 +202,7 @@ def demo_pipeline(
             base,
             classifier="cam",
             methods=methods,
+            producers=producers,
             device=device,
             thresholds=config.eval.thresholds,
             progress=progress,

@@ -273,6 +273,7 @@ def refine_stages(
     boundary_base: Config,
     classifier: str = "cam",
     methods: Sequence[str] | None = None,
+    producers: Mapping[str, str] | None = None,
     device: str = "auto",
     thresholds: Sequence[float] | None = None,
     progress: bool = True,
@@ -284,12 +285,15 @@ def refine_stages(
         data: The split (seeds, training images and evaluation).
         boundary_base: Training configuration of the boundary network (``data`` set).
         classifier: Training run whose backbone initialises the boundary network.
-        methods: Seeds to refine (default ``config.methods``); each needs ``maps_<m>``.
+        methods: Seeds to refine (default ``config.methods``).
+        producers: Map name → the stage that writes it (default ``maps_<name>``; LPCAM's
+            ``maps_lpcam`` writes ``lpcam`` and ``lpcam_f``).
         device: Device of the walk.
         thresholds: Sweep grid of the walked maps.
         progress: Show progress bars.
     """
     methods = list(config.methods if methods is None else methods)
+    producers = dict(producers or {})
     stages: list[Stage] = []
     trained: dict[str, str] = {}
     for method in methods:
@@ -301,7 +305,7 @@ def refine_stages(
                 saliency=config.saliency,
                 crf=config.affinity_crf,
                 workers=config.workers,
-                requires=(f"maps_{method}",),
+                requires=(producers.get(method, f"maps_{method}"),),
             )
         )
         if config.boundary == "per_method" or not trained:
@@ -337,7 +341,7 @@ def refine_stages(
                 batch_size=config.batch_size,
                 thresholds=thresholds,
                 device=device,
-                requires=(f"train_{boundary}", f"maps_{method}"),
+                requires=(f"train_{boundary}", producers.get(method, f"maps_{method}")),
                 progress=progress,
             )
         )
