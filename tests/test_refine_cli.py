@@ -248,3 +248,21 @@ def test_propagate_batch_equals_one_image_at_a_time():
     for s, b, t in zip(seeds, boundaries, together, strict=True):
         alone = propagate(s, b, exp_times=4)
         assert t.shape == alone.shape and torch.equal(t, alone)
+
+
+def test_seed_masks_with_a_saliency_background(setup, tmp_path):
+    voc, maps = setup["voc"], setup["maps"]
+    dataset = build_dataset("voc", voc, "train")
+    saliency = MapStore(tmp_path / "sal")
+    for sample_id in dataset.ids:
+        h, w = dataset.load_mask(sample_id).shape
+        sal = np.linspace(0, 1, h * w, dtype=np.float32).reshape(1, h, w)
+        saliency.save(sample_id, ClassMaps([1], sal[:, ::4, ::4], sal))
+    out = tmp_path / "seeds"
+    args = ["masks", "--data", voc, "--maps", maps, "--saliency", saliency.root, "--out", out]
+    result = invoke(*args, "--saliency-threshold", 0.5)
+    assert result.exit_code == 0, result.output
+    seeds = MapStore(maps).load("b")
+    sal = saliency.load("b").hr[0]
+    expected = pseudo_mask(seeds.hr, seeds.keys, (sal < 0.5).astype(np.float32))
+    assert np.array_equal(MaskStore(out).load("b"), expected)
