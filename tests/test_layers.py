@@ -49,6 +49,7 @@ PEERS = {
     ("diagnostics", "evaluate"),
     ("train", "maps"),  # validation hooks may compute maps
     ("train", "evaluate"),  # validation hooks compute metrics
+    ("train", "refine"),  # the boundary task trains on affinity labels (path indices, targets)
 }
 
 # Packages that only infer or measure: none of them may import the training package.

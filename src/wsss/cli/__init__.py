@@ -51,6 +51,7 @@ def _register_all() -> None:
         eval_cmds,
         lpcam_cmds,
         maps_cmds,
+        refine_cmds,
         segment_cmds,
         synth_cmds,
         train_cmds,
@@ -63,6 +64,7 @@ def _register_all() -> None:
         train_cmds,
         maps_cmds,
         lpcam_cmds,
+        refine_cmds,
         segment_cmds,
         demo_cmds,
     ):

@@ -62,6 +62,7 @@ class TaskName(str, Enum):
     """Training tasks (``wsss.train.tasks.TASKS``)."""
 
     cam = "cam"
+    boundary = "boundary"
     segmentation = "segmentation"
 
 

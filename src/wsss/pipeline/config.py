@@ -8,6 +8,7 @@
     maps                 class maps of every map stage (TTA scales, device)
     lpcam                LPCAM prototypes (:class:`~wsss.maps.lpcam.PrototypeConfig`)
     eval                 seed-mask evaluation (fixed threshold, sweep grid)
+    refine               affinity labels, boundary network, random walk (which seeds, presets)
     report               the HTML report
     segmentation         the segmentation network, its inference and evaluation
                          (:class:`~wsss.pipeline.segmentation.SegmentationSection`)
@@ -31,6 +32,7 @@ from wsss.config.sections import (
     DemoSection,
     EvalSection,
     MapsSection,
+    RefineSection,
     ReportSection,
     check_threshold,
 )
@@ -43,6 +45,7 @@ __all__ = [
     "EvalSection",
     "MapsSection",
     "PipelineConfig",
+    "RefineSection",
     "ReportSection",
     "check_threshold",
     "pipeline_config",
@@ -65,6 +68,7 @@ class PipelineConfig:
     maps: MapsSection = field(default_factory=MapsSection)
     lpcam: PrototypeConfig = field(default_factory=PrototypeConfig)
     eval: EvalSection = field(default_factory=EvalSection)
+    refine: RefineSection = field(default_factory=RefineSection)
     report: ReportSection = field(default_factory=ReportSection)
     segmentation: SegmentationSection = field(default_factory=SegmentationSection)
     demo: DemoSection = field(default_factory=DemoSection)

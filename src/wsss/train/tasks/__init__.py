@@ -3,12 +3,13 @@
 A task builds its networks, training samples, losses, validation and export; the engine runs
 it (see :mod:`wsss.train.tasks.base` for the contract). Adding one is a module with a
 :class:`~wsss.train.tasks.base.Task` subclass decorated with ``@TASKS.register("name")``,
-imported below (the ``cam`` package registers ``cam``, :mod:`.segmentation` ``segmentation``).
+imported below (the ``cam`` package registers ``cam``, :mod:`.boundary` ``boundary``,
+:mod:`.segmentation` ``segmentation``).
 """
 
 from wsss.config import Config
 from wsss.errors import ConfigError
-from wsss.train.tasks import cam, segmentation
+from wsss.train.tasks import boundary, cam, segmentation
 from wsss.train.tasks.base import TASKS, LossOutput, NoArgs, Phase, StepContext, Task
 from wsss.train.tasks.cam import STRATEGIES, CAMTask
 from wsss.train.tasks.segmentation import SegmentationTask
@@ -23,6 +24,7 @@ __all__ = [
     "SegmentationTask",
     "StepContext",
     "Task",
+    "boundary",
     "cam",
     "resolve_task",
     "segmentation",
