@@ -99,7 +99,7 @@ def test_unknown_task_exits_2_with_one_line(monkeypatch, capsys, tmp_path: Path)
 
 
 def test_task_choices_are_the_registered_tasks() -> None:
-    from wsss.cli.train_cmds import Task
+    from wsss.cli.options import TaskName as Task
     from wsss.train.tasks import TASKS
 
     assert {t.value for t in Task} == {n for n in TASKS.names() if not n.startswith("_")}

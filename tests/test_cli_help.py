@@ -64,3 +64,8 @@ def test_workers_means_background_processes_everywhere():
     for command in ("train", "synth", "eval"):
         assert "Background worker processes" in _help(command)
     assert "--classes" not in _help("synth")  # one meaning: which classes get maps
+
+
+@pytest.mark.parametrize("command", ["lpcam fit", "lpcam maps", "maps", "cams"])
+def test_map_commands_take_set(command):
+    assert "--set" in _help(command) and "KEY=VALUE" in _help(command)

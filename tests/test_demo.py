@@ -32,6 +32,7 @@ TINY = [
     "demo.examples=3",
     "lpcam.k=2",
     "demo.ccam=false",  # C²AM stages: tests/test_ccam_demo.py
+    "refine.workers=0",  # spawning CRF processes costs more than two dozen tiny images
 ]
 
 
@@ -46,7 +47,8 @@ def test_tiny_demo_end_to_end_and_resume(tmp_path, monkeypatch):
 
     results = json.loads((out / "results.json").read_text())
     assert {"cam", "lpcam", "lpcam_f"} <= set(results)
-    for method, entry in results.items():
+    seeds = {m: e for m, e in results.items() if not m.startswith(("affinity_", "rw_"))}
+    for method, entry in seeds.items():
         assert entry["threshold"] == 0.3 and entry["oracle"] is False, method
         assert entry["best"]["oracle"] is True
         assert entry["best"]["miou"] >= entry["miou"] - 1e-9  # the oracle picks the best
@@ -55,15 +57,22 @@ def test_tiny_demo_end_to_end_and_resume(tmp_path, monkeypatch):
             assert value is None or 0.0 <= value <= 100.0, (method, key, value)
         assert len(entry["sweep"]) == 16  # the default grid 0.05…0.80
     num_train = 24
+    # Refinement of the CAM and LPCAM seeds: affinity labels and random-walk pseudo masks.
+    for method, background in (("cam", 0.25), ("lpcam", 0.35)):
+        affinity, walk = results[f"affinity_{method}"], results[f"rw_{method}"]
+        assert 0.0 <= affinity["ignored"] <= 100.0 and affinity["pixel_precision"] is not None
+        assert walk["threshold"] == background and walk["best"]["oracle"] is True
+        assert len(list((out / "rw" / method).glob("*.png"))) == num_train
     assert len(list((out / "maps" / "cam").glob("*.npz"))) == num_train
     assert (out / "train" / "cam" / "checkpoints" / "last.safetensors").is_file()
     assert (out / "lpcam" / "prototypes.safetensors").is_file()
 
     text = (out / "report.html").read_text()
     HTMLParser().feed(text)
-    # threshold curves, training curves, part bars, per-class bars, the confusion matrix of the
-    # seeds ranking the worst examples, the fixed and the worst examples
-    assert text.count("data:image/png;base64,") == 7
+    # threshold curves, training curves, part bars, per-class bars (seeds, affinity labels,
+    # pseudo masks), the confusion matrix of the seeds ranking the worst examples, the fixed
+    # and the worst examples
+    assert text.count("data:image/png;base64,") == 9
     assert f"{results['cam']['miou']:.1f}" in text
 
     # config.yaml is the resolved pipeline configuration, loadable as such
@@ -91,7 +100,9 @@ def test_tiny_demo_end_to_end_and_resume(tmp_path, monkeypatch):
     assert pending() == []
     assert pending("train.device=auto", "maps.device=auto") == []  # result-neutral settings
     lpcam_stages = ["lpcam_fit", "maps_lpcam", "eval_lpcam", "eval_lpcam_f"]
-    assert pending("lpcam.k=3") == [*lpcam_stages, "report"]
+    lpcam_refine = ["affinity_lpcam", "train_boundary_lpcam", "rw_lpcam"]
+    assert pending("lpcam.k=3") == [*lpcam_stages, *lpcam_refine, "report"]
+    assert pending("refine.exp_times=7") == ["rw_cam", "rw_lpcam", "report"]
     assert pending("eval.threshold=0.25") == ["eval_cam", "eval_lpcam", "eval_lpcam_f", "report"]
     assert pending("train.epochs=2")[0] == "train_cam"
     assert pending("synth.seed=1")[0] == "data"
@@ -162,6 +173,8 @@ def test_demo_stages_and_their_parameters(tmp_path):
     assert list(stages) == [
         *("data", "train_cam", "maps_cam", "eval_cam", "train_pnoc", "maps_pnoc", "eval_pnoc"),
         *("lpcam_fit", "maps_lpcam", "eval_lpcam", "eval_lpcam_f"),
+        *("affinity_cam", "train_boundary_cam", "rw_cam"),
+        *("affinity_lpcam", "train_boundary_lpcam", "rw_lpcam"),
         *("train_c2am", "train_c2am_h", "maps_c2am", "maps_c2am_h"),
         *("eval_saliency_c2am", "eval_saliency_c2am_h", "pseudo_saliency_c2am_h"),
         *("eval_cam_saliency", "report"),

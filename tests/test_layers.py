@@ -44,10 +44,12 @@ PEERS = {
     ("config", "io"),
     ("config", "runtime"),
     ("refine", "maps"),  # refinement reads and writes class maps
+    ("maps", "refine"),  # segmentation inference ends with the dense CRF (wsss.refine.crf)
     ("report", "evaluate"),  # the report formats metric tables
     ("diagnostics", "evaluate"),
     ("train", "maps"),  # validation hooks may compute maps
     ("train", "evaluate"),  # validation hooks compute metrics
+    ("train", "refine"),  # the boundary task trains on affinity labels (path indices, targets)
 }
 
 # Packages that only infer or measure: none of them may import the training package.

@@ -611,5 +611,5 @@ def test_cli_fit_then_maps(tiny, tmp_path):
         one = load_class_maps(tmp_path / name / "img1.npz")
         np.testing.assert_allclose(load_class_maps(both / name / "img1.npz").hr, one.hr, atol=1e-5)
 
-    result = runner.invoke(app, [*fit, "--update", "mean"])
+    result = runner.invoke(app, [*fit, "--set", "lpcam.update=mean"])
     assert isinstance(result.exception, ConfigError)

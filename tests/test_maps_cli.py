@@ -77,6 +77,17 @@ def test_cams_writes_the_maps_of_the_split(setup, tmp_path):
     assert again.exit_code == 0 and "0 maps written, 3 already there" in again.output
 
 
+def test_set_reaches_the_maps_settings(setup, tmp_path):
+    voc, ckpt, _ = setup
+    out = tmp_path / "cams"
+    args = ["--checkpoint", ckpt, "--data", voc, "--out", out, "--workers", "0"]
+    result = invoke(*args, "--set", "maps.scales=[0.5]", "--set", "maps.device=cpu")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "maps.json").read_text())["scales"] == [0.5]
+    bad = invoke(*args, "--set", "maps.scales=[0]")
+    assert isinstance(bad.exception, ConfigError) and "maps.scales" in str(bad.exception)
+
+
 def test_cams_reports_bad_options(setup, tmp_path):
     voc, ckpt, _ = setup
     common = ["--checkpoint", ckpt, "--data", voc, "--out", tmp_path, "--workers", "0"]

@@ -51,12 +51,24 @@ def _register_all() -> None:
         eval_cmds,
         lpcam_cmds,
         maps_cmds,
+        refine_cmds,
         saliency_cmds,
+        segment_cmds,
         synth_cmds,
         train_cmds,
     )
 
-    for module in (data_cmds, synth_cmds, eval_cmds, train_cmds, maps_cmds, lpcam_cmds, demo_cmds):
+    for module in (
+        data_cmds,
+        synth_cmds,
+        eval_cmds,
+        train_cmds,
+        maps_cmds,
+        lpcam_cmds,
+        refine_cmds,
+        segment_cmds,
+        demo_cmds,
+    ):
         module.register(app)
     saliency_cmds.register(app)
 

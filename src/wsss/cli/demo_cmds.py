@@ -49,7 +49,7 @@ def summary_table(results: dict[str, Any]) -> Table:
     for method, result in results.items():
         best = result.get("best")
         oracle = "–" if not best else f"{_fmt(best['miou'])}@{best['threshold']:g}"
-        threshold = result.get("threshold")
+        threshold = result.get("threshold")  # none for affinity labels (two thresholds)
         table.add_row(
             escape(method),
             "–" if threshold is None else f"{threshold:g}",
@@ -228,7 +228,9 @@ DEMO_HELP = (
     "Run the whole pipeline on the synthetic benchmark and write an HTML report.\n\n"
     "Generates the data if absent, trains a small classifier from scratch, extracts CAMs "
     "(and LPCAM maps), evaluates seed masks at the fixed threshold 0.3 and over a threshold "
-    "sweep (oracle), then writes results.json and report.html into the run directory.\n\n"
+    "sweep (oracle), refines the CAM and LPCAM seeds into random-walk pseudo masks (affinity "
+    "labels, one boundary network each; refine.methods=[] skips it), then writes results.json "
+    "and report.html into the run directory.\n\n"
     "Rerun the same command to resume an interrupted demo: complete stages are skipped, and a "
     "stage that runs again says why (a changed setting, an upstream stage, a missing output). "
     "Settings are the sections of the pipeline configuration (preset demo).\n\n"

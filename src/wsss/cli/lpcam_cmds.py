@@ -6,7 +6,15 @@ from pathlib import Path
 
 import typer
 
-from wsss.cli.maps_cmds import _BATCH_HELP, _MPX_HELP, _RESTART_HELP, run_maps_command
+from wsss.cli.maps_cmds import (
+    _BATCH_HELP,
+    _DEVICE_HELP,
+    _MPX_HELP,
+    _RESTART_HELP,
+    _SCALES_HELP,
+    run_maps_command,
+)
+from wsss.cli.options import set_option, settings
 
 lpcam_app = typer.Typer(
     help="LPCAM: class maps from clustered local prototypes (fit prototypes, then maps).",
@@ -74,29 +82,27 @@ def fit_command(
     split: str = typer.Option("train", "--split", help="Split of the clustering images."),
     cams: Path = typer.Option(..., "--cams", help="Folder of CAM class maps <id>.npz."),
     out: Path = typer.Option(..., "--out", help="Prototype file to write (.safetensors)."),
-    k: int = typer.Option(12, "--k", min=1, help="Clusters per set (VOC 12, COCO 20)."),
-    tau: float = typer.Option(0.1, "--tau", help="CAM threshold fg/context (VOC 0.1, COCO 0.25)."),
-    mu_f: float = typer.Option(0.9, "--mu-f", help="Class prototypes: P > mu_f."),
-    mu_b: float = typer.Option(0.9, "--mu-b", help="Context prototypes: P < mu_b (COCO 0.5)."),
-    mu_low: float = typer.Option(0.05, "--mu-low", help="Context prototypes: P > mu_low (COCO 0)."),
+    k: int | None = typer.Option(
+        None, "--k", min=1, help="Clusters per set (lpcam.k; VOC 12 default, COCO 20)."
+    ),
+    tau: float | None = typer.Option(
+        None, "--tau", help="CAM threshold fg/context (lpcam.tau; VOC 0.1 default, COCO 0.25)."
+    ),
+    mu_f: float | None = typer.Option(None, "--mu-f", help="Class prototypes: P > mu_f (0.9)."),
+    mu_b: float | None = typer.Option(
+        None, "--mu-b", help="Context prototypes: P < mu_b (VOC 0.9 default, COCO 0.5)."
+    ),
+    mu_low: float | None = typer.Option(
+        None, "--mu-low", help="Context prototypes: P > mu_low (VOC 0.05 default, COCO 0)."
+    ),
     per_class: int | None = typer.Option(
         None, "--per-class", min=1, help="Images sampled per class (default: all)."
     ),
-    replace: bool = typer.Option(False, "--replace", help="Sample images with replacement."),
-    seed: int = typer.Option(0, "--seed", help="Seed of sampling and k-means."),
-    init: str = typer.Option("random", "--init", help="k-means init: random or k-means++."),
-    update: str = typer.Option(
-        "reference", "--update", help="k-means update: reference (raw mean) or normalized."
+    replace: bool | None = typer.Option(
+        None, "--replace", help="Sample images with replacement (default: without)."
     ),
-    stop: str = typer.Option("reference", "--stop", help="k-means stop rule: reference or shift."),
-    tol: float = typer.Option(5.0, "--tol", help="k-means tolerance of the stop rule."),
-    max_iter: int = typer.Option(100, "--max-iter", min=1, help="k-means iteration cap."),
-    max_features: int | None = typer.Option(
-        None, "--max-features", min=1, help="Cap on features kept per set (uniform sample)."
-    ),
-    classes_per_pass: int | None = typer.Option(
-        None, "--classes-per-pass", min=1, help="Classes collected per pass (bounds memory)."
-    ),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of sampling and k-means (0)."),
+    sets: list[str] = set_option("lpcam.k=20"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:i]."),
 ) -> None:
     """Fit class and context prototypes from a classifier and its CAMs.
@@ -104,29 +110,27 @@ def fit_command(
     Example:
 
       wsss lpcam fit --checkpoint runs/cam/checkpoints/last.safetensors --data VOC2012 --cams
-      runs/cam/maps --out runs/cam/prototypes.safetensors
+      runs/cam/maps --out runs/cam/prototypes.safetensors --set lpcam.max_iter=200
+
+    Every prototype setting (lpcam.k, tau, mu_f, mu_b, mu_low, per_class, replace, seed and the
+    k-means ones: init, update, stop, tol, max_iter, max_features, classes_per_pass) is set
+    with --set; the dedicated options are shortcuts of the most used.
     """
     from wsss.data.datasets import build_dataset
     from wsss.diagnostics.prototypes import part_tags
     from wsss.maps.lpcam import PrototypeConfig, fit_prototypes, save_prototypes
 
-    config = PrototypeConfig(
-        k=k,
-        tau=tau,
-        mu_f=mu_f,
-        mu_b=mu_b,
-        mu_low=mu_low,
-        per_class=per_class,
-        replace=replace,
-        seed=seed,
-        init=init,
-        update=update,
-        stop=stop,
-        tol=tol,
-        max_iter=max_iter,
-        max_features=max_features,
-        classes_per_pass=classes_per_pass,
-    )
+    shortcuts = {
+        "k": k,
+        "tau": tau,
+        "mu_f": mu_f,
+        "mu_b": mu_b,
+        "mu_low": mu_low,
+        "per_class": per_class,
+        "replace": replace,
+        "seed": seed,
+    }
+    config = settings(PrototypeConfig, sets, shortcuts, section="lpcam")
     dataset = build_dataset(format, data, split)
     model, target = _load(checkpoint, device, dataset)
     prototypes = fit_prototypes(
@@ -148,13 +152,14 @@ def maps_command(
     no_context: bool = typer.Option(
         False, "--no-context", help="LPCAM-F: leave out the context prototypes."
     ),
-    scales: str = typer.Option("1.0,0.5,1.5,2.0", "--scales", help="TTA scales."),
+    scales: str | None = typer.Option(None, "--scales", help=_SCALES_HELP),
     classes: str = typer.Option(
         "gt", "--classes", help="gt (labelled classes) or predicted (unlabelled images)."
     ),
     batch_size: int | None = typer.Option(None, "--batch-size", min=1, help=_BATCH_HELP),
     workers: int = typer.Option(0, "--workers", min=0, help="Image-decoding processes."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:i]."),
+    device: str | None = typer.Option(None, "--device", help=_DEVICE_HELP),
+    sets: list[str] = set_option("maps.scales=[1.0,0.5]"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
     restart: bool = typer.Option(False, "--restart", help=_RESTART_HELP),
     max_input_megapixels: float | None = typer.Option(
@@ -165,6 +170,11 @@ def maps_command(
 
     A shortcut of `wsss maps --method lpcam` (which writes both kinds from one feature pass)
     that writes one kind into --out.
+
+    Example:
+
+      wsss lpcam maps --checkpoint runs/cam/checkpoints/last.safetensors --prototypes
+      runs/cam/lpcam/prototypes.safetensors --data VOC2012 --split train --out runs/cam/lpcam
     """
     name = "lpcam_f" if no_context else "lpcam"
     run_maps_command(
@@ -180,6 +190,7 @@ def maps_command(
         batch_size=batch_size,
         workers=workers,
         device=device,
+        sets=sets,
         amp=True,
         progress=progress,
         restart=restart,

@@ -8,9 +8,14 @@ from typing import Any
 
 import typer
 
+from wsss.cli.options import set_option
 from wsss.errors import ConfigError
 
-_SCALES_HELP = "TTA scales, comma-separated (each with its horizontal flip)."
+_SCALES_HELP = (
+    "TTA scales, comma-separated, each with its horizontal flip (sets maps.scales; default "
+    "1.0,0.5,1.5,2.0)."
+)
+_DEVICE_HELP = "auto, cpu or cuda[:i] (sets maps.device; default auto)."
 _BATCH_HELP = "Images per call (equal sizes share forward passes); default 1 on CPU, 8 on GPU."
 _MPX_HELP = (
     "Refuse an image whose largest scaled input exceeds this many megapixels [default: 40] "
@@ -50,23 +55,28 @@ def run_maps_command(
     split: str,
     out: Path | Mapping[str, Path],
     options: dict[str, Any],
-    scales: str,
+    scales: str | None,
     classes: str,
     batch_size: int | None,
     workers: int,
-    device: str,
+    device: str | None,
     amp: bool,
     progress: bool,
     restart: bool,
     max_input_megapixels: float | None,
+    sets: list[str] | None = None,
 ) -> None:
     """What ``wsss maps`` and its shortcuts do: load, run the runner, report."""
+    from wsss.cli.options import settings
+    from wsss.config.sections import MapsSection
     from wsss.data.datasets import build_dataset
     from wsss.maps.runner import run_maps
     from wsss.models import load_model
     from wsss.runtime import distributed, resolve_device
 
-    tta_scales = parse_scales(scales)
+    shortcuts = {"scales": None if scales is None else parse_scales(scales), "device": device}
+    section = settings(MapsSection, sets, shortcuts, section="maps")
+    tta_scales, device = section.scales, section.device
     if classes not in ("gt", "predicted"):
         raise ConfigError(f"--classes must be gt or predicted, got {classes!r}")
     cap = {}
@@ -128,13 +138,14 @@ def maps(
     inputs: list[str] = typer.Option(
         None, "--input", help="Further input file of the method, NAME=PATH (repeatable)."
     ),
-    scales: str = typer.Option("1.0,0.5,1.5,2.0", "--scales", help=_SCALES_HELP),
+    scales: str | None = typer.Option(None, "--scales", help=_SCALES_HELP),
     classes: str = typer.Option(
         "gt", "--classes", help="gt (labelled classes) or predicted (unlabelled images)."
     ),
     batch_size: int | None = typer.Option(None, "--batch-size", "--batch", min=1, help=_BATCH_HELP),
     workers: int = typer.Option(2, "--workers", min=0, help="Image-decoding processes."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:i]."),
+    device: str | None = typer.Option(None, "--device", help=_DEVICE_HELP),
+    sets: list[str] = set_option("maps.scales=[1.0,0.5]"),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="float16 autocast on CUDA."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
     restart: bool = typer.Option(False, "--restart", help=_RESTART_HELP),
@@ -163,6 +174,7 @@ def maps(
         batch_size=batch_size,
         workers=workers,
         device=device,
+        sets=sets,
         amp=amp,
         progress=progress,
         restart=restart,
@@ -176,13 +188,14 @@ def cams(
     format: str = typer.Option("voc", "--format", help="Dataset format (voc, coco, folder)."),
     split: str = typer.Option("train", "--split", help="Split to make maps for."),
     out: Path = typer.Option(..., "--out", help="Output folder of class maps <id>.npz."),
-    scales: str = typer.Option("1.0,0.5,1.5,2.0", "--scales", help=_SCALES_HELP),
+    scales: str | None = typer.Option(None, "--scales", help=_SCALES_HELP),
     classes: str = typer.Option(
         "gt", "--classes", help="gt (labelled classes) or predicted (unlabelled images)."
     ),
     batch_size: int | None = typer.Option(None, "--batch-size", "--batch", min=1, help=_BATCH_HELP),
     workers: int = typer.Option(2, "--workers", min=0, help="Image-decoding processes."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:i]."),
+    device: str | None = typer.Option(None, "--device", help=_DEVICE_HELP),
+    sets: list[str] = set_option("maps.scales=[1.0,0.5]"),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="float16 autocast on CUDA."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar."),
     restart: bool = typer.Option(False, "--restart", help=_RESTART_HELP),
@@ -211,6 +224,7 @@ def cams(
         batch_size=batch_size,
         workers=workers,
         device=device,
+        sets=sets,
         amp=amp,
         progress=progress,
         restart=restart,

@@ -30,6 +30,7 @@ __all__ = [
     "ClassSource",
     "DatasetFormat",
     "Strategy",
+    "TaskName",
     "check_output_file",
     "escape",
     "resume_command",
@@ -55,6 +56,16 @@ class Strategy(str, Enum):
     occse = "occse"
     poc = "poc"
     pnoc = "pnoc"
+
+
+class TaskName(str, Enum):
+    """Training tasks (``wsss.train.tasks.TASKS``)."""
+
+    cam = "cam"
+    boundary = "boundary"
+    segmentation = "segmentation"
+    ccam = "ccam"
+    saliency_detector = "saliency_detector"
 
 
 class ClassSource(str, Enum):

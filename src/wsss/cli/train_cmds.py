@@ -3,37 +3,38 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from wsss.cli.options import DatasetFormat, Strategy, escape, set_option, workers_option
+from wsss.cli.options import (
+    DatasetFormat,
+    Strategy,
+    TaskName,
+    escape,
+    set_option,
+    workers_option,
+)
 from wsss.errors import ConfigError
 
 console = Console()
-
-
-class Task(str, Enum):
-    """Training tasks (``wsss.train.tasks.TASKS``)."""
-
-    cam = "cam"
-    ccam = "ccam"
-    saliency_detector = "saliency_detector"
 
 
 err_console = Console(stderr=True)
 
 TRAIN_HELP = (
     "Train a model and write checkpoints and metrics into a run directory: by default a CAM "
-    "classifier (train.task=cam); --task ccam trains C²AM (C²AM-H with --hints), --task "
-    "saliency_detector a saliency detector on --masks.\n\n"
+    "classifier (train.task=cam); --task segmentation trains a segmentation network on masks, "
+    "--task ccam C²AM (C²AM-H with --hints), --task saliency_detector a saliency detector on "
+    "--masks.\n\n"
     "Settings come from --config (a preset or YAML file), then the dedicated options, then "
     "KEY=VALUE overrides and --set items (the last wins). Rerun with --resume to continue an "
     "interrupted run.\n\n"
     "Example:\n\n"
     "  wsss train --config synth-demo --data data/synth --out runs/cam --set train.epochs=4\n\n"
+    "  wsss train --config synth-segmentation --data data/synth --masks runs/demo/pseudo "
+    "--out runs/seg\n\n"
     "Multi-GPU: the same command under torchrun, e.g. "
     "torchrun --nproc_per_node 4 -m wsss train --config voc12-cam --data VOC2012"
 )
@@ -59,22 +60,26 @@ def train(
     out: Path = typer.Option(
         None, "--out", "-o", help="Run directory (default: runs/PRESET, named after --config)."
     ),
+    task: TaskName | None = typer.Option(
+        None, "--task", help="What is trained (sets train.task; default from the config)."
+    ),
     strategy: Strategy | None = typer.Option(
-        None, "--strategy", help="Training strategy (sets train.strategy)."
+        None, "--strategy", help="Training strategy of the cam task (sets train.strategy)."
+    ),
+    masks: Path = typer.Option(
+        None,
+        "--masks",
+        help="Folder of training masks <id>.png for --task segmentation (default: the "
+        "split's ground truth) or of pseudo-saliency PNGs for --task saliency_detector (sets "
+        "train.strategy_args.masks).",
     ),
     oc: Path = typer.Option(
         None, "--oc", help="Ordinary-classifier checkpoint (sets train.strategy_args.oc)."
     ),
-    task: Task | None = typer.Option(None, "--task", help="What is trained (sets train.task)."),
     hints: Path | None = typer.Option(
         None,
         "--hints",
         help="C²AM-H: class-map folder of the training split (sets train.strategy_args.hints).",
-    ),
-    masks: Path | None = typer.Option(
-        None,
-        "--masks",
-        help="Saliency detector: pseudo-saliency PNG folder (sets train.strategy_args.masks).",
     ),
     device: str | None = typer.Option(
         None, "--device", help="auto, cpu or cuda[:i] (sets train.device)."
@@ -97,11 +102,11 @@ def train(
     shortcuts = {
         "data.root": None if data is None else str(data),
         "data.format": None if format is None else format.value,
-        "train.strategy": None if strategy is None else strategy.value,
-        "train.strategy_args.oc": None if oc is None else str(oc),
         "train.task": None if task is None else task.value,
-        "train.strategy_args.hints": None if hints is None else str(hints),
+        "train.strategy": None if strategy is None else strategy.value,
         "train.strategy_args.masks": None if masks is None else str(masks),
+        "train.strategy_args.oc": None if oc is None else str(oc),
+        "train.strategy_args.hints": None if hints is None else str(hints),
         "train.device": device,
         "train.num_workers": workers,
     }
@@ -116,6 +121,12 @@ def train(
             )
         config = str(out / "config.yaml")
     cfg = load_config(config, items)
+    if masks is not None and cfg.train.task not in ("segmentation", "saliency_detector"):
+        raise ConfigError(
+            f"--masks trains a segmentation network (or a saliency detector) on masks, but "
+            f"train.task is {cfg.train.task!r}; add --task segmentation (or use a segmentation "
+            f"preset)"
+        )
     if cfg.train.task == "cam" and cfg.train.strategy not in STRATEGIES:
         raise ConfigError(
             f"train.strategy: unknown strategy {cfg.train.strategy!r}; known: "

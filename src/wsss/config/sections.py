@@ -18,12 +18,14 @@ __all__ = [
     "DemoSection",
     "EvalSection",
     "MapsSection",
+    "RefineSection",
     "ReportSection",
     "SaliencySection",
     "check_threshold",
 ]
 
 PAPER_SCALES = (1.0, 0.5, 1.5, 2.0)
+_BACKGROUNDS = ("auto", "irn", "pnoc", "lpcam")  # refine.background presets (METHODS §7)
 
 
 def check_threshold(value: float, name: str) -> float:
@@ -142,3 +144,73 @@ class SaliencySection:
             raise ConfigError(f"saliency.crf_iterations must be >= 0, got {self.crf_iterations}")
         if self.seed_threshold is not None:
             check_threshold(self.seed_threshold, "saliency.seed_threshold")
+
+
+@dataclass
+class RefineSection:
+    """Refinement of seeds into pseudo masks: affinity labels, boundary network, random walk.
+
+    Attributes:
+        methods: Seeds to refine (map names of the run, e.g. ``cam``, ``lpcam``); empty: none.
+        boundary: ``per_method`` (one boundary network per method, on its own affinity
+            labels) or ``shared`` (one network, on the first method's labels, for all).
+        affinity: Thresholds of the conventional affinity labels: ``auto`` (``lpcam`` for
+            LPCAM seeds as in the LPCAM code, ``irn`` otherwise), ``irn`` or ``lpcam``.
+        affinity_crf: Label CRF on the affinity labels (the reference: on).
+        background: Background score after the walk: ``auto`` (``lpcam`` 0.35 for LPCAM seeds,
+            ``irn`` 0.25 otherwise), ``irn``, ``pnoc``, ``lpcam`` or a number.
+        saliency: Folder of saliency maps (relative to the run directory, or absolute):
+            saliency-aware affinity labels and a ``1 − saliency`` background; None: neither.
+        crf: Label CRF on the pseudo masks (P-NOC's: 1 iteration, gt_prob 0.9).
+        exp_times: The walk takes ``2**exp_times`` steps (IRN: 8).
+        pad_to: Images are padded to this size for the boundary map (IRN: 512, its crop).
+        batch_size: Images walked together (speed only).
+        workers: Processes running the CRF of the affinity labels (0: in the pipeline's own).
+        preset: Training preset of the boundary network (``synth-boundary``, ``voc12-boundary``).
+        epochs: Boundary-network epochs (None: the preset's).
+    """
+
+    methods: tuple[str, ...] = ()
+    boundary: Literal["per_method", "shared"] = "per_method"
+    affinity: Literal["auto", "irn", "lpcam"] = "auto"
+    affinity_crf: bool = True
+    background: float | str = "auto"
+    saliency: str | None = None
+    crf: bool = False
+    exp_times: int = 8
+    pad_to: int | None = 512
+    batch_size: int = neutral(16)
+    workers: int = neutral(0)
+    preset: str = "synth-boundary"
+    epochs: int | None = None
+
+    def __post_init__(self) -> None:
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError(f"refine.methods lists a method twice: {list(self.methods)}")
+        if isinstance(self.background, str) and self.background not in _BACKGROUNDS:
+            try:
+                self.background = float(self.background)
+            except ValueError:
+                raise ConfigError(
+                    "refine.background must be auto, irn, pnoc, lpcam or a number in [0, 1], "
+                    f"got {self.background!r}"
+                ) from None
+        if not isinstance(self.background, str):
+            check_threshold(self.background, "refine.background")
+        for name in ("exp_times", "batch_size", "workers"):
+            if getattr(self, name) < (1 if name == "batch_size" else 0):
+                raise ConfigError(f"refine.{name} is out of range: {getattr(self, name)}")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError(f"refine.epochs must be at least 1, got {self.epochs}")
+
+    def affinity_preset(self, method: str) -> str:
+        """The threshold preset of ``method``'s affinity labels."""
+        if self.affinity != "auto":
+            return self.affinity
+        return "lpcam" if method.startswith("lpcam") else "irn"
+
+    def background_for(self, method: str) -> float | str:
+        """The constant background of ``method``'s pseudo masks (a preset name or a number)."""
+        if self.background == "auto":
+            return "lpcam" if method.startswith("lpcam") else "irn"
+        return self.background

@@ -103,7 +103,8 @@ class TrainConfig:
 
     Attributes:
         task: Training task (``wsss.train.tasks.TASKS``): what is trained, on which targets.
-            ``cam`` (a CAM classifier on image labels) runs the strategy ``strategy``.
+            ``cam`` (a CAM classifier on image labels) runs the strategy ``strategy``;
+            ``segmentation`` trains a DeepLab network on masks (``strategy_args.masks``).
         strategy: CAM training strategy (``wsss.train.tasks.cam.STRATEGIES``): ``vanilla``,
             ``puzzle``, ``occse``, ``poc`` or ``pnoc``.
         epochs: Passes over the training split.
@@ -126,7 +127,8 @@ class TrainConfig:
         poly_power: Exponent of the poly schedule.
         onecycle_pct: Fraction of the one-cycle schedule spent warming up.
         warmup_steps: Linear warmup steps of the ``cosine`` schedule (0: none).
-        label_smoothing: ε of ``LS_ε(y) = (1−ε)·y + ε/2``.
+        label_smoothing: ε of ``LS_ε(y) = (1−ε)·y + ε/2`` (image labels); the
+            ``segmentation`` task uses it as torch's cross-entropy label smoothing.
         amp: Mixed precision on CUDA (ignored on CPU).
         amp_dtype: ``float16`` (with a gradient scaler) or ``bfloat16``.
         seed: Seed of python, numpy, torch and the data order.

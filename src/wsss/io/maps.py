@@ -11,19 +11,17 @@ with other settings is refused instead of mixing maps, and marked complete at th
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from wsss.errors import ConfigError, DataError
-from wsss.io.atomic import atomic_path, atomic_write_json
+from wsss.errors import DataError
+from wsss.io.atomic import atomic_path
+from wsss.io.records import RecordedFolder
 
 
 @dataclass
@@ -161,16 +159,7 @@ def is_complete_map_file(path: str | os.PathLike) -> bool:
         return False
 
 
-SettingsEqual = Callable[[str, Any, Any], bool]
-
-
-def _same_setting(key: str, old: Any, new: Any) -> bool:
-    if key.endswith("checkpoint") and isinstance(old, str) and isinstance(new, str):
-        return Path(old).resolve() == Path(new).resolve()  # the same file named another way
-    return old == new
-
-
-class MapStore:
+class MapStore(RecordedFolder):
     """A folder of ``<id>.npz`` map files and their ``maps.json`` settings record.
 
     Args:
@@ -178,18 +167,8 @@ class MapStore:
     """
 
     suffix = ".npz"
-
-    def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
-        if self.root.exists() and not self.root.is_dir():
-            raise DataError(f"{self.root}: expected a folder of map files, found a file")
-
-    def __repr__(self) -> str:
-        return f"MapStore({str(self.root)!r})"
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.root / MANIFEST_NAME
+    manifest_name = MANIFEST_NAME
+    kind = "map"
 
     def path(self, sample_id: str) -> Path:
         """The file of ``sample_id`` (which must be a plain name)."""
@@ -204,85 +183,3 @@ class MapStore:
 
     def load(self, sample_id: str, expected_keys: Iterable[int] | None = None) -> ClassMaps:
         return load_class_maps(self.path(sample_id), expected_keys)
-
-    def ids(self) -> list[str]:
-        """Ids of the map files present, sorted."""
-        if not self.root.is_dir():
-            return []
-        return sorted(
-            p.stem for p in self.root.glob(f"*{self.suffix}") if not p.name.startswith(".")
-        )
-
-    # Settings record ----------------------------------------------------------------------
-
-    def manifest(self) -> dict[str, Any] | None:
-        """The settings record, or None when there is none."""
-        if not self.manifest_path.is_file():
-            return None
-        try:
-            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(
-                f"{self.manifest_path}: unreadable settings record ({e}); delete the folder or "
-                "rerun with --restart"
-            ) from e
-
-    def is_complete(self) -> bool:
-        """Whether the record says every image of the split has its file."""
-        record = self.manifest()
-        return bool(record) and record.get("complete", True) is True
-
-    def claim(
-        self,
-        settings: Mapping[str, Any],
-        restart: bool = False,
-        same: SettingsEqual = _same_setting,
-    ) -> None:
-        """Record ``settings`` before any map is written; refuse a folder made otherwise.
-
-        Args:
-            settings: What determines the maps (method, checkpoint, scales, split, ...).
-            restart: Delete maps made with other settings instead of refusing.
-            same: Equality of one setting (default: paths compared resolved).
-
-        Raises:
-            ConfigError: The folder holds maps made with other settings, or maps without a
-                settings record, and ``restart`` is false.
-        """
-        record = self.manifest()
-        problem = None
-        if record is not None:
-            changed = [k for k in settings if k in record and not same(k, record[k], settings[k])]
-            if changed:
-                problem = (
-                    "holds maps made with other settings ("
-                    + ", ".join(f"{k}: {record[k]!r} → {settings[k]!r}" for k in changed)
-                    + ")"
-                )
-        elif self.ids():
-            problem = f"holds {len(self.ids())} map files but no settings record ({MANIFEST_NAME})"
-        if problem is not None:
-            if not restart:
-                raise ConfigError(
-                    f"{self.root} {problem}; choose another output folder, delete it, or "
-                    "rerun with --restart to start over"
-                )
-            self.clear()
-            record = None
-        kept = {k: v for k, v in (record or {}).items() if k not in settings}
-        atomic_write_json(self.manifest_path, {**kept, **dict(settings), "complete": False})
-
-    def finish(self, count: int) -> None:
-        """Mark the folder complete (``count`` images)."""
-        record = self.manifest() or {}
-        atomic_write_json(self.manifest_path, {**record, "count": int(count), "complete": True})
-
-    def clear(self) -> None:
-        """Delete every map file and the settings record (the folder itself stays)."""
-        if not self.root.is_dir():
-            return
-        for p in self.root.iterdir():
-            if p.suffix == self.suffix or p.name == MANIFEST_NAME:
-                p.unlink()
-            elif p.is_dir() and p.name.startswith("."):
-                shutil.rmtree(p)

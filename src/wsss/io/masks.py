@@ -11,6 +11,7 @@ from PIL import Image
 from wsss.errors import DataError
 from wsss.io.atomic import atomic_path
 from wsss.io.maps import check_sample_id
+from wsss.io.records import RecordedFolder
 
 __all__ = ["MaskStore", "save_mask_png", "voc_palette"]
 
@@ -45,22 +46,19 @@ def save_mask_png(
         img.save(tmp, format="PNG")
 
 
-class MaskStore:
+class MaskStore(RecordedFolder):
     """A folder of ``<id>.png`` index masks (segmentation ids, 255 = ignore).
+
+    Like :class:`~wsss.io.maps.MapStore`, it may hold a settings record (``masks.json``,
+    see :class:`~wsss.io.records.RecordedFolder`); writing one is up to the stage that fills it.
 
     Args:
         root: The folder (created on the first write).
     """
 
     suffix = ".png"
-
-    def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
-        if self.root.exists() and not self.root.is_dir():
-            raise DataError(f"{self.root}: expected a folder of masks, found a file")
-
-    def __repr__(self) -> str:
-        return f"MaskStore({str(self.root)!r})"
+    manifest_name = "masks.json"
+    kind = "mask"
 
     def path(self, sample_id: str) -> Path:
         """The file of ``sample_id`` (which must be a plain name)."""
@@ -94,11 +92,3 @@ class MaskStore:
             raise
         except Exception as e:
             raise DataError(f"{path}: unreadable mask ({e})", path=path) from e
-
-    def ids(self) -> list[str]:
-        """Ids of the masks present, sorted."""
-        if not self.root.is_dir():
-            return []
-        return sorted(
-            p.stem for p in self.root.glob(f"*{self.suffix}") if not p.name.startswith(".")
-        )

@@ -5,7 +5,8 @@ As the P-NOC / Puzzle-CAM inference script: for every scale ``s`` the image is r
 goes through the network in one batch, both logit maps are resized to ``H×W`` (bilinear,
 ``align_corners=False``), the flipped one is flipped back, and all are summed over flips and
 scales. A softmax over classes gives the probabilities; with ``crf`` they are refined by a
-dense CRF with the DeepLab-v2 parameters; the mask is their argmax.
+dense CRF with the DeepLab-v2 parameters (:func:`wsss.refine.crf.crf_probs`, preset
+``deeplab``); the mask is their argmax.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from wsss.maps.tta import (
     scaled_size,
     size_groups,
 )
+from wsss.refine.crf import CRF_PRESETS, CRFParams, crf_probs
 
 __all__ = [
     "DEEPLAB_V2_CRF",
@@ -38,21 +40,8 @@ __all__ = [
 ]
 
 SEGMENTATION_SCALES = (0.5, 1.0, 1.5, 2.0)
-
-
-@dataclass(frozen=True)
-class CRFParams:
-    """Dense CRF settings (pydensecrf's ``DenseCRF2D``); defaults are DeepLab-v2's."""
-
-    gaussian_sxy: float = 1.0
-    gaussian_compat: float = 3.0
-    bilateral_sxy: float = 67.0
-    bilateral_srgb: float = 3.0
-    bilateral_compat: float = 4.0
-    iterations: int = 10
-
-
-DEEPLAB_V2_CRF = CRFParams()
+# DeepLab-v2's dense CRF (Gaussian sxy 1 compat 3, bilateral sxy 67 srgb 3 compat 4, 10 its).
+DEEPLAB_V2_CRF = CRF_PRESETS["deeplab"]
 
 
 @dataclass
@@ -131,27 +120,8 @@ def segmentation_logits(
 
 
 def _dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams) -> np.ndarray:
-    """pydensecrf on ``H×W×3`` ``uint8`` ``image`` and ``K×H×W`` ``probs``; returns ``K×H×W``."""
-    try:
-        import pydensecrf.densecrf as dcrf
-        from pydensecrf.utils import unary_from_softmax
-    except ImportError:
-        raise ConfigError(
-            "the dense CRF (crf=true) needs pydensecrf: install the 'crf' extra "
-            "(pip install 'wsss[crf]') or turn the CRF off"
-        ) from None
-    k, h, w = probs.shape
-    crf = dcrf.DenseCRF2D(w, h, k)
-    crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs)))
-    crf.addPairwiseGaussian(sxy=params.gaussian_sxy, compat=params.gaussian_compat)
-    crf.addPairwiseBilateral(
-        sxy=params.bilateral_sxy,
-        srgb=params.bilateral_srgb,
-        rgbim=np.ascontiguousarray(image),
-        compat=params.bilateral_compat,
-    )
-    q = crf.inference(params.iterations)
-    return np.asarray(q, dtype=np.float32).reshape(k, h, w)
+    """The dense CRF of ``K×H×W`` ``probs`` on the ``H×W×3`` ``uint8`` ``image`` (marginals)."""
+    return crf_probs(image, probs, params)
 
 
 def predict_segmentation(

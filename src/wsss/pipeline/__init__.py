@@ -24,6 +24,12 @@ from wsss.pipeline.config import (
 from wsss.pipeline.core import FunctionStage, Pipeline, Stage, StageReport, library_versions
 from wsss.pipeline.demo import DemoResult, demo_config, demo_pipeline, run_demo
 from wsss.pipeline.rundir import RunDir, results_entry
+from wsss.pipeline.segmentation import (
+    SegmentationEvalStage,
+    SegmentationSection,
+    SegmentationStage,
+    segmentation_stages,
+)
 from wsss.pipeline.stages import (
     DataSpec,
     EvalStage,
@@ -51,6 +57,9 @@ __all__ = [
     "ReportSection",
     "ReportStage",
     "RunDir",
+    "SegmentationEvalStage",
+    "SegmentationSection",
+    "SegmentationStage",
     "Stage",
     "StageReport",
     "SynthStage",
@@ -65,4 +74,5 @@ __all__ = [
     "results_entry",
     "run_comparison",
     "run_demo",
+    "segmentation_stages",
 ]

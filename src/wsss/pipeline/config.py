@@ -9,7 +9,10 @@
     lpcam                LPCAM prototypes (:class:`~wsss.maps.lpcam.PrototypeConfig`)
     eval                 seed-mask evaluation (fixed threshold, sweep grid)
     saliency             C²AM saliency: thresholds, pseudo-saliency CRF, training preset
+    refine               affinity labels, boundary network, random walk (which seeds, presets)
     report               the HTML report
+    segmentation         the segmentation network, its inference and evaluation
+                         (:class:`~wsss.pipeline.segmentation.SegmentationSection`)
     demo                 which stages the demo runs (strategy, LPCAM, split)
 
 It loads like any other root (:func:`wsss.config.load_config` with ``cls=PipelineConfig``):
@@ -30,18 +33,21 @@ from wsss.config.sections import (
     DemoSection,
     EvalSection,
     MapsSection,
+    RefineSection,
     ReportSection,
     SaliencySection,
     check_threshold,
 )
 from wsss.data.synthetic import SynthConfig
 from wsss.maps.lpcam import PrototypeConfig
+from wsss.pipeline.segmentation import SegmentationSection
 
 __all__ = [
     "DemoSection",
     "EvalSection",
     "MapsSection",
     "PipelineConfig",
+    "RefineSection",
     "ReportSection",
     "check_threshold",
     "pipeline_config",
@@ -65,7 +71,9 @@ class PipelineConfig:
     lpcam: PrototypeConfig = field(default_factory=PrototypeConfig)
     eval: EvalSection = field(default_factory=EvalSection)
     saliency: SaliencySection = field(default_factory=SaliencySection)
+    refine: RefineSection = field(default_factory=RefineSection)
     report: ReportSection = field(default_factory=ReportSection)
+    segmentation: SegmentationSection = field(default_factory=SegmentationSection)
     demo: DemoSection = field(default_factory=DemoSection)
 
     RENAMED: ClassVar[Mapping[str, str]] = {

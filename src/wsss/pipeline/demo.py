@@ -17,6 +17,10 @@ Stages (each skipped when its outputs are complete, so an interrupted demo resum
     eval_saliency_c2am, eval_saliency_c2am_h
     pseudo_saliency_c2am_h          pseudo-saliency masks (threshold + two-label CRF)
     eval_cam_saliency               CAM seeds with the C²AM-H saliency as background
+    affinity_<m>        (refine.methods) affinity labels of map ``m`` → results.json
+    train_boundary_<m>  IRN's boundary network on them (refine.boundary=shared: one, on
+                        the first method's labels)
+    rw_<m>              random-walk pseudo masks of ``m`` → results.json
     report       report.html
 
 LPCAM uses the vanilla classifier, so ``cam`` / ``lpcam`` / ``lpcam_f`` compare maps of one
@@ -37,8 +41,10 @@ from typing import Any
 
 from wsss.config import Config, apply_overrides, config_to_dict
 from wsss.config.core import Override, override_key
+from wsss.errors import ConfigError
 from wsss.pipeline.config import PipelineConfig, pipeline_config
 from wsss.pipeline.core import Pipeline, Stage, StageReport
+from wsss.pipeline.refine_stages import boundary_base_config, refine_stages
 from wsss.pipeline.rundir import RunDir
 from wsss.pipeline.saliency_stages import (
     PseudoSaliencyStage,
@@ -185,6 +191,39 @@ def demo_pipeline(
         for method in lpcam.map_names.values():
             stages.append(EvalStage(method, data, requires=("maps_lpcam",), **evals))
             evaluations.append(f"eval_{method}")
+    # Seeds this demo makes among refine.methods (LPCAM's are skipped with demo.lpcam=false).
+    producers = {
+        name: stage.name
+        for stage in stages
+        if isinstance(stage, MapsStage)
+        for name in stage.map_names.values()
+    }
+    lpcam_names = MapsStage("lpcam", "cam", data, "lpcam").map_names.values()
+    possible = {"cam", *STRATEGIES, *lpcam_names} - {"vanilla"}
+    unknown = [m for m in config.refine.methods if m not in possible]
+    if unknown:
+        raise ConfigError(
+            f"refine.methods: the demo makes no maps {unknown}; choose among "
+            f"{', '.join(sorted(possible))}"
+        )
+    methods = [m for m in config.refine.methods if m in producers]
+    if methods:
+        base = boundary_base_config(
+            config.refine.preset, root, demo.split, "voc", device=config.train.device
+        )
+        refine = refine_stages(
+            config.refine,
+            data,
+            base,
+            classifier="cam",
+            methods=methods,
+            producers=producers,
+            device=device,
+            thresholds=config.eval.thresholds,
+            progress=progress,
+        )
+        stages += refine
+        evaluations += [s.name for s in refine if not s.name.startswith("train_")]
     if demo.ccam:
         stages += _saliency_stages(run, config, root, data, maps, progress)
         evaluations += ["eval_saliency_c2am", "eval_saliency_c2am_h", "eval_cam_saliency"]

@@ -3,15 +3,16 @@
 A task builds its networks, training samples, losses, validation and export; the engine runs
 it (see :mod:`wsss.train.tasks.base` for the contract). Adding one is a module with a
 :class:`~wsss.train.tasks.base.Task` subclass decorated with ``@TASKS.register("name")``,
-imported below (the ``cam`` package registers ``cam``; ``saliency`` registers ``ccam`` and
-``saliency_detector``).
+imported below (the ``cam`` package registers ``cam``, :mod:`.boundary` ``boundary``,
+:mod:`.segmentation` ``segmentation``, ``saliency`` ``ccam`` and ``saliency_detector``).
 """
 
 from wsss.config import Config
 from wsss.errors import ConfigError
-from wsss.train.tasks import cam, saliency
+from wsss.train.tasks import boundary, cam, saliency, segmentation
 from wsss.train.tasks.base import TASKS, LossOutput, NoArgs, Phase, StepContext, Task
 from wsss.train.tasks.cam import STRATEGIES, CAMTask
+from wsss.train.tasks.segmentation import SegmentationTask
 
 __all__ = [
     "STRATEGIES",
@@ -20,11 +21,14 @@ __all__ = [
     "LossOutput",
     "NoArgs",
     "Phase",
+    "SegmentationTask",
     "StepContext",
     "Task",
+    "boundary",
     "cam",
     "resolve_task",
     "saliency",
+    "segmentation",
 ]
 
 
