@@ -17,6 +17,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from wsss.data.base import IGNORE_INDEX, voc_palette
 from wsss.errors import DataError
 from wsss.io.atomic import atomic_path
+from wsss.io.masks import save_mask_png
 
 
 def _open(path: Path, what: str = "image") -> Image.Image:
@@ -165,14 +166,7 @@ def write_mask(
     path: str | os.PathLike, mask: np.ndarray, palette: np.ndarray | None = None
 ) -> None:
     """Write an ``H×W`` index mask as a palette PNG (VOC colours by default), atomically."""
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"mask must be H×W, got shape {mask.shape}")
-    img = Image.fromarray(mask.astype(np.uint8), mode="P")
-    palette = voc_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
-    img.putpalette(palette.reshape(-1).tolist())
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+    save_mask_png(path, mask, palette)
 
 
 def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> None:

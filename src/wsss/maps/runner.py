@@ -38,6 +38,7 @@ from wsss.maps.tta import (
     check_input_size,
 )
 from wsss.runtime import dist_info, progress_bar
+from wsss.runtime.distributed import raise_if_any_failed
 
 __all__ = [
     "MANIFEST_NAME",
@@ -145,21 +146,6 @@ def _as_method(method: str | MapMethod | Callable, options: Mapping[str, Any] | 
     if callable(method):
         return FunctionMethod(method, **(options or {}))
     raise ConfigError(f"not a map method: {method!r}")
-
-
-def _all_ranks_ok(error: Exception | None, distributed: bool) -> None:
-    """Raise ``error`` here, and a short error on the other ranks, if any rank has one."""
-    if not distributed:
-        if error is not None:
-            raise error
-        return
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    failed = torch.tensor([0 if error is None else 1], device=device)
-    dist.all_reduce(failed)
-    if error is not None:
-        raise error
-    if failed.item():
-        raise WsssError("another rank refused the output folder (see its message)")
 
 
 def _check_model(method: MapMethod, model: nn.Module) -> None:
@@ -274,7 +260,9 @@ def run_maps(
                 store.claim({"method": name, **common}, restart=restart)
         except WsssError as e:
             error = e
-    _all_ranks_ok(error, distributed)
+    raise_if_any_failed(
+        error, distributed, "another rank refused the output folder (see its message)"
+    )
 
     share = range(rank, len(dataset), world_size)
     pending = [i for i in share if not all(s.has(dataset.ids[i]) for s in stores.values())]

@@ -48,6 +48,7 @@ from wsss.maps.segmentation_infer import (
 )
 from wsss.maps.tta import default_max_pixels
 from wsss.runtime import dist_info, progress_bar
+from wsss.runtime.distributed import raise_if_any_failed
 
 __all__ = ["ProbabilityStore", "SegmentConfig", "SegmentRunResult", "segment_split"]
 
@@ -164,21 +165,6 @@ def _as_list(batch: list) -> list:
     return batch
 
 
-def _all_ranks_ok(error: Exception | None, distributed: bool) -> None:
-    """Raise ``error`` here, and a short error on the other ranks, if any rank has one."""
-    if not distributed:
-        if error is not None:
-            raise error
-        return
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    failed = torch.tensor([0 if error is None else 1], device=device)
-    dist.all_reduce(failed)
-    if error is not None:
-        raise error
-    if failed.item():
-        raise WsssError("another rank refused the output folder (see its message)")
-
-
 def _crf_params(crf: bool | CRFParams | None) -> CRFParams | None:
     if crf is True:
         return DEEPLAB_V2_CRF
@@ -281,7 +267,9 @@ def segment_split(
                 probs.claim(settings, restart=restart)
         except WsssError as e:
             error = e
-    _all_ranks_ok(error, distributed)
+    raise_if_any_failed(
+        error, distributed, "another rank refused the output folder (see its message)"
+    )
 
     stores: list[MaskStore | ProbabilityStore] = [masks] + ([probs] if probs else [])
     share = range(rank, len(dataset), world_size)

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from wsss.data.base import SegmentationDataset
 from wsss.data.transforms import normalize, to_tensor
-from wsss.errors import ConfigError, DataError, WsssError
+from wsss.errors import ConfigError, DataError
 from wsss.io.atomic import atomic_write_json
 from wsss.io.maps import ClassMaps, MapStore
 from wsss.io.masks import MaskStore
@@ -220,7 +220,9 @@ def run_random_walk(
                 maps_out.claim({**settings, "method": "random_walk", "classes": "gt"}, restart)
         except Exception as e:  # every rank stops, none waits for the others forever
             error = e
-    _all_ranks_ok(error, info)
+    distributed.raise_if_any_failed(
+        error, info.enabled, "random walk: another rank failed (see its message)"
+    )
     device = torch.device(device)
     model = model.to(device).eval()
     run = WalkRun(out.root, settings=settings)
@@ -239,30 +241,15 @@ def run_random_walk(
         _walk_mine(dataset, maps, model, out, maps_out, mine, run, bar, device, batch_size, opts)
     except Exception as e:
         error = e
-    _all_ranks_ok(error, info)
+    distributed.raise_if_any_failed(
+        error, info.enabled, "random walk: another rank failed (see its message)"
+    )
     if info.is_main:
         finish_mask_folder(out, todo)
         if maps_out is not None and all(maps_out.has(i) for i in todo):
             maps_out.finish(len(todo))
     run.seconds = time.perf_counter() - start
     return run
-
-
-def _all_ranks_ok(error: Exception | None, info: distributed.DistInfo) -> None:
-    """Raise ``error`` here, and a short error on the other ranks, if any rank has one."""
-    if not info.enabled:
-        if error is not None:
-            raise error
-        return
-    import torch.distributed as dist
-
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-    failed = torch.tensor([0 if error is None else 1], device=device)
-    dist.all_reduce(failed)
-    if error is not None:
-        raise error
-    if failed.item():
-        raise WsssError("random walk: another rank failed (see its message)")
 
 
 def _walk_mine(

@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from wsss.errors import WsssError
+
 __all__ = [
     "DistInfo",
     "barrier",
@@ -25,6 +27,7 @@ __all__ = [
     "dist_info",
     "init_distributed",
     "no_sync",
+    "raise_if_any_failed",
     "wrap_ddp",
 ]
 
@@ -109,3 +112,27 @@ def broadcast_buffers(module: nn.Module, src: int = 0) -> None:
         return
     for buf in module.buffers():
         dist.broadcast(buf, src)
+
+
+def raise_if_any_failed(
+    error: BaseException | None,
+    enabled: bool,
+    message: str = "another process failed (see its message)",
+) -> None:
+    """Raise ``error`` on this rank, and a :class:`WsssError` on the others, if any rank has one.
+
+    A collective: with ``enabled`` every rank must call it, so that a rank that fails (a
+    refused output folder, a bad file) stops all of them instead of leaving the others waiting
+    at the next barrier. Without ``enabled`` it just raises ``error`` when there is one.
+    """
+    if not enabled:
+        if error is not None:
+            raise error
+        return
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    failed = torch.tensor([0 if error is None else 1], device=device)
+    dist.all_reduce(failed)
+    if error is not None:
+        raise error
+    if failed.item():
+        raise WsssError(message)
