@@ -11,25 +11,6 @@ import torch
 from typer.testing import CliRunner
 
 from wsss.cli import app, main
-from wsss.data.synthetic import SynthConfig, generate_synthetic
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synth")
-    config = SynthConfig(
-        seed=1,
-        train=8,
-        val=4,
-        size_min=64,
-        size_max=72,
-        head_size=(8, 12),
-        body_length=(20, 30),
-        body_width=(6, 10),
-    )
-    generate_synthetic(root, config, progress=False)
-    return root
-
 
 TINY = """\
 extends: synth-demo

@@ -22,7 +22,6 @@ from typer.testing import CliRunner
 from wsss.cli import app, main
 from wsss.data import FolderDataset, build_dataset, check_data
 from wsss.data.image_io import write_image, write_mask
-from wsss.data.synthetic import SynthConfig, generate_synthetic
 from wsss.errors import DataError
 
 runner = CliRunner()
@@ -150,23 +149,6 @@ def test_byte_order_mark_is_ignored(tmp_path, name):
 
 
 # 6. A worker's failure mid-epoch, and an image missing from the split.
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("synth")
-    config = SynthConfig(
-        seed=1,
-        train=8,
-        val=4,
-        size_min=64,
-        size_max=72,
-        head_size=(8, 12),
-        body_length=(20, 30),
-        body_width=(6, 10),
-    )
-    generate_synthetic(root, config, progress=False)
-    return root
 
 
 def train_args(data: Path, out: Path) -> list[str]:

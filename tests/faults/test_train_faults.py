@@ -20,7 +20,6 @@ import pytest
 from wsss.cli import main
 from wsss.config import load_config
 from wsss.data.base import SegmentationDataset
-from wsss.data.synthetic import SynthConfig, generate_synthetic
 from wsss.errors import ConfigError, DataError
 from wsss.models import load_model
 from wsss.train import engine
@@ -67,23 +66,6 @@ train:
   val_every: 0
   device: cpu
 """
-
-
-@pytest.fixture(scope="module")
-def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("synth")
-    config = SynthConfig(
-        seed=1,
-        train=8,
-        val=4,
-        size_min=64,
-        size_max=72,
-        head_size=(8, 12),
-        body_length=(20, 30),
-        body_width=(6, 10),
-    )
-    generate_synthetic(root, config, progress=False)
-    return root
 
 
 def run_main(argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
