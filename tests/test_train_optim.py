@@ -213,3 +213,13 @@ def test_label_smoothing_loss_against_hand_computation() -> None:
     plain = (bce(2.0, 1) + bce(-1.0, 0) + bce(0.0, 0) + bce(3.0, 1)) / 4
     assert multilabel_soft_margin(logits, labels).item() == pytest.approx(plain, rel=1e-6)
     assert torch.equal(labels, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))  # not modified
+
+
+def test_bias_weight_decay_reaches_the_bias_groups():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    plain = {g["name"]: g["weight_decay"] for g in param_groups(model, 0.1, 1e-4)}
+    decayed = {
+        g["name"]: g["weight_decay"] for g in param_groups(model, 0.1, 1e-4, decay_biases=True)
+    }
+    assert plain == {"pretrained_weights": 1e-4, "pretrained_biases": 0.0}
+    assert decayed == {"pretrained_weights": 1e-4, "pretrained_biases": 1e-4}

@@ -116,6 +116,8 @@ class TrainConfig:
         lr_multipliers: lr factors of the four parameter groups (pretrained weights,
             pretrained biases, new weights, new biases): 1, 2, 10, 20 in the papers.
         weight_decay: Weight decay of the weight groups (biases get none).
+        bias_weight_decay: Also decay the bias groups (IRN's boundary network decays every
+            parameter; the CAM and segmentation code decay weights only).
         norm_weight_group: Group of the norm layers' scales γ: ``weights`` (the P-NOC and
             Puzzle-CAM code: lr, weight decay) or ``biases`` (2·lr, no weight decay; the
             grouping of ``wsss`` before it followed the reference). Shifts β are biases.
@@ -157,6 +159,7 @@ class TrainConfig:
     lr: float = 0.1
     lr_multipliers: tuple[float, float, float, float] = (1.0, 2.0, 10.0, 20.0)
     weight_decay: float = 1e-4
+    bias_weight_decay: bool = False
     norm_weight_group: Literal["weights", "biases"] = "weights"
     momentum: float = 0.0
     nesterov: bool = False

@@ -152,6 +152,7 @@ class Trainer:
                 tc.weight_decay,
                 tc.lr_multipliers,
                 tc.norm_weight_group,
+                tc.bias_weight_decay,
             )
             opt = build_optimizer(groups, tc.optimizer, tc.momentum, tc.nesterov)
             self.optimizers[phase.name] = opt

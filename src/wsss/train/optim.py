@@ -46,6 +46,7 @@ def param_groups(
     weight_decay: float,
     multipliers: Sequence[float] = (1.0, 2.0, 10.0, 20.0),
     norm_weight_group: Literal["weights", "biases"] = "weights",
+    decay_biases: bool = False,
 ) -> list[dict]:
     """Optimiser parameter groups with the lr multipliers and weight-decay rule above.
 
@@ -61,6 +62,8 @@ def param_groups(
         multipliers: lr factors of the four groups, in :data:`GROUP_NAMES` order.
         norm_weight_group: Where norm scales γ go: ``weights`` (the reference code: lr, wd)
             or ``biases`` (2·lr, no weight decay).
+        decay_biases: Also apply ``weight_decay`` to the two bias groups (IRN's boundary
+            network decays every parameter; the CAM code decays weights only).
     """
     if len(multipliers) != 4:
         raise ConfigError(f"train.lr_multipliers needs 4 values, got {list(multipliers)}")
@@ -77,7 +80,7 @@ def param_groups(
     for name, mult in zip(GROUP_NAMES, multipliers, strict=True):
         params = [p for p in named.get(name, []) if p.requires_grad]
         if params:
-            wd = weight_decay if _DECAYED[name] else 0.0
+            wd = weight_decay if _DECAYED[name] or decay_biases else 0.0
             groups.append({"params": params, "lr": lr * mult, "weight_decay": wd, "name": name})
     if not groups:
         raise ConfigError(f"{type(model).__name__} has no trainable parameters")

@@ -13,9 +13,10 @@ The frozen backbone starts from the CAM classifier's checkpoint (``train.strateg
 classifier``) or, without one, from ``model.weights`` / ``model.pretrained``. Settings
 (``train.strategy_args``): ``labels`` (required), ``classifier``, ``radius``, ``dilated``.
 
-Deviation: the engine's parameter groups give biases (GroupNorm shifts, the head's bias) no
-weight decay; IRN decays every parameter of the branch. The presets set equal lr multipliers
-(``[1, 1, 1, 1]``), so every parameter gets the same learning rate as in IRN.
+IRN decays every parameter of the branch, biases included: ``voc12-boundary`` sets
+``train.bias_weight_decay=true`` for that (the engine's default decays weights only, as the CAM
+code does; the CPU demo's ``synth-boundary`` keeps that default). The presets set equal lr
+multipliers (``[1, 1, 1, 1]``), so every parameter gets the same learning rate as in IRN.
 """
 
 from __future__ import annotations
