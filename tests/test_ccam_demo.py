@@ -25,6 +25,7 @@ TINY = [
     "maps.scales=[1.0]",
     "report.examples=2",
     "demo.lpcam=false",
+    "run.segmentation=false",  # tests/test_demo.py
     "saliency.train=[train.batch_size=4, data.crop_size=64, 'data.resize_long=[64,72]', "
     "train.strategy_args.direction_images=8]",
 ]
@@ -34,7 +35,7 @@ def test_demo_with_ccam_end_to_end(tmp_path) -> None:
     torch.set_num_threads(1)
     out = tmp_path / "run"
     config = demo_config(TINY, device="cpu")
-    assert config.demo.ccam and config.saliency.train_preset == "synth-ccam"
+    assert config.run.ccam and config.saliency.train_preset == "synth-ccam"
     result = run_demo(out, config, progress=False)
     results = result.results
     for key in ("saliency_c2am", "saliency_c2am_h"):
@@ -83,7 +84,7 @@ def test_ccam_needs_the_training_split(tmp_path) -> None:
     from wsss.errors import ConfigError
 
     config = demo_config([*TINY, "demo.split=val"], device="cpu")
-    with pytest.raises(ConfigError, match=r"demo\.ccam needs demo\.split"):
+    with pytest.raises(ConfigError, match=r"run\.ccam needs run\.split"):
         demo_pipeline(RunDir(tmp_path / "run"), config)
 
 
@@ -101,6 +102,6 @@ def test_the_ccam_option_is_a_shortcut(monkeypatch, tmp_path) -> None:
 
     monkeypatch.setattr(wsss.pipeline.demo, "run_demo", fake_run_demo)
     CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--no-ccam"])
-    assert seen["config"].demo.ccam is False
+    assert seen["config"].run.ccam is False
     CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--set", "saliency.threshold=0.3"])
-    assert seen["config"].demo.ccam is True and seen["config"].saliency.threshold == 0.3
+    assert seen["config"].run.ccam is True and seen["config"].saliency.threshold == 0.3

@@ -56,7 +56,7 @@ def test_commands_with_settings_take_set(command):
 def test_choices_are_listed():
     assert "voc|coco|folder" in _help("train") and "voc|coco|folder" in _help("eval")
     assert "vanilla|puzzle|occse|poc|pnoc" in _help("train")
-    assert "vanilla|pnoc" in _help("demo")
+    assert "vanilla|puzzle|occse|poc|pnoc" in _help("demo")
     assert "jpg|png" in _help("synth")
 
 

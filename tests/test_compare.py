@@ -70,7 +70,7 @@ def test_the_comparison_resolves_to_the_settings_it_had_before():
     assert settings.classifier == load_config(
         "synth-compare", ["train.val_every=8", "train.device=auto"]
     )
-    assert (settings.eval.threshold, settings.report.examples, settings.demo.split) == (
+    assert (settings.eval.threshold, settings.report.examples, settings.run.split) == (
         0.3,
         8,
         "train",

@@ -19,7 +19,7 @@ from wsss.pipeline import PipelineConfig, RunDir, demo_config, demo_pipeline
 # A few dozen tiny images, one epoch, one scale: the pipeline's plumbing, not its quality.
 TINY = [
     "synth.train=24",
-    "synth.val=0",
+    "synth.val=4",
     "synth.size_min=64",
     "synth.size_max=80",
     "data.val_split=null",
@@ -33,6 +33,12 @@ TINY = [
     "lpcam.k=2",
     "demo.ccam=false",  # C²AM stages: tests/test_ccam_demo.py
     "refine.workers=0",  # spawning CRF processes costs more than two dozen tiny images
+    "segmentation.train.epochs=1",
+    "segmentation.train.batch_size=4",
+    "segmentation.train.num_workers=0",
+    "segmentation.crop_size=64",
+    "segmentation.resize_long=[64,80]",
+    "segmentation.infer.scales=[1.0]",
 ]
 
 
@@ -47,7 +53,8 @@ def test_tiny_demo_end_to_end_and_resume(tmp_path, monkeypatch):
 
     results = json.loads((out / "results.json").read_text())
     assert {"cam", "lpcam", "lpcam_f"} <= set(results)
-    seeds = {m: e for m, e in results.items() if not m.startswith(("affinity_", "rw_"))}
+    skipped = ("affinity_", "rw_", "segmentation")
+    seeds = {m: e for m, e in results.items() if not m.startswith(skipped)}
     for method, entry in seeds.items():
         assert entry["threshold"] == 0.3 and entry["oracle"] is False, method
         assert entry["best"]["oracle"] is True
@@ -66,13 +73,21 @@ def test_tiny_demo_end_to_end_and_resume(tmp_path, monkeypatch):
     assert len(list((out / "maps" / "cam").glob("*.npz"))) == num_train
     assert (out / "train" / "cam" / "checkpoints" / "last.safetensors").is_file()
     assert (out / "lpcam" / "prototypes.safetensors").is_file()
+    # The segmentation network, trained on the LPCAM pseudo masks, scored on the 4 val images.
+    segmentation = results["segmentation"]
+    assert segmentation["kind"] == "segmentation" and segmentation["num_images"] == 4
+    confusion = segmentation["confusion"]
+    assert len(confusion) == 7 and sum(map(sum, confusion)) > 0  # 6 classes + background
+    assert sorted(p.stem for p in (out / "segmentation" / "val").glob("*.png")) == sorted(
+        (out / "data" / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    )
 
     text = (out / "report.html").read_text()
     HTMLParser().feed(text)
     # threshold curves, training curves, part bars, per-class bars (seeds, affinity labels,
-    # pseudo masks), the confusion matrix of the seeds ranking the worst examples, the fixed
-    # and the worst examples
-    assert text.count("data:image/png;base64,") == 9
+    # pseudo masks, segmentation), the confusion matrices of the segmentation and of the seeds
+    # ranking the worst examples, the fixed and the worst examples
+    assert text.count("data:image/png;base64,") == 11
     assert f"{results['cam']['miou']:.1f}" in text
 
     # config.yaml is the resolved pipeline configuration, loadable as such
@@ -147,7 +162,7 @@ def test_overrides_go_to_their_sections():
     assert (old.maps.scales, old.eval.threshold, old.report.examples) == ((0.5,), 0.2, 2)
     # the dedicated options are shortcuts onto the same fields; explicit overrides win
     short = demo_config(["demo.lpcam=true"], strategy="pnoc", lpcam=False, data="d")
-    assert (short.demo.strategy, short.demo.lpcam, short.data.root) == ("pnoc", True, "d")
+    assert (short.run.strategy, short.run.lpcam, short.data.root) == ("pnoc", True, "d")
 
 
 def test_the_demo_resolves_to_the_settings_it_had_before():
@@ -159,7 +174,7 @@ def test_the_demo_resolves_to_the_settings_it_had_before():
     assert config.synth == SynthConfig() and config.lpcam == PrototypeConfig()
     assert config.maps.scales == (1.0,) and config.maps.device == "auto"
     assert (config.eval.threshold, config.eval.thresholds, config.report.examples) == (0.3, None, 8)
-    assert (config.demo.strategy, config.demo.lpcam, config.demo.split) == (
+    assert (config.run.strategy, config.run.lpcam, config.run.split) == (
         "vanilla",
         True,
         "train",
@@ -173,11 +188,12 @@ def test_demo_stages_and_their_parameters(tmp_path):
     assert list(stages) == [
         *("data", "train_cam", "maps_cam", "eval_cam", "train_pnoc", "maps_pnoc", "eval_pnoc"),
         *("lpcam_fit", "maps_lpcam", "eval_lpcam", "eval_lpcam_f"),
-        *("affinity_cam", "train_boundary_cam", "rw_cam"),
-        *("affinity_lpcam", "train_boundary_lpcam", "rw_lpcam"),
         *("train_c2am", "train_c2am_h", "maps_c2am", "maps_c2am_h"),
         *("eval_saliency_c2am", "eval_saliency_c2am_h", "pseudo_saliency_c2am_h"),
-        *("eval_cam_saliency", "report"),
+        "eval_cam_saliency",
+        *("affinity_cam", "train_boundary_cam", "rw_cam"),
+        *("affinity_lpcam", "train_boundary_lpcam", "rw_lpcam"),
+        *("train_segmentation", "predict_segmentation", "eval_segmentation", "report"),
     ]
     root = str(run.path / "data")
     data = {"root": root, "split": "train", "format": "voc"}
@@ -207,7 +223,7 @@ def test_demo_stages_and_their_parameters(tmp_path):
         ("eval.threshold=1.5", "eval.threshold"),
         ("train.nope=1", "train.nope"),
         ("demo.synth=1", "demo.synth"),
-        ("demo.strategy=magic", "'vanilla', 'pnoc'"),
+        ("demo.strategy=magic", "'vanilla', 'puzzle', 'occse', 'poc', 'pnoc'"),
         ("novalue", "key=value"),
     ],
 )
@@ -230,7 +246,7 @@ def test_demo_options_are_shortcuts_onto_the_config(monkeypatch, tmp_path):
     args += ["--data", "d", "--set", "maps.scales=[0.5]", "train.epochs=2"]
     CliRunner().invoke(app, args)
     config = seen["config"]
-    assert (config.demo.lpcam, config.demo.strategy, config.data.root) == (False, "pnoc", "d")
+    assert (config.run.lpcam, config.run.strategy, config.data.root) == (False, "pnoc", "d")
     assert config.train.device == config.maps.device == "cpu"
     assert config.maps.scales == (0.5,) and config.train.epochs == config.train.val_every == 2
 
@@ -238,4 +254,4 @@ def test_demo_options_are_shortcuts_onto_the_config(monkeypatch, tmp_path):
 def test_unknown_strategy_is_refused(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--strategy", "magic"])
     assert result.exit_code == 2  # a usage error listing the choices
-    assert "'vanilla', 'pnoc'" in result.output
+    assert "'vanilla', 'puzzle', 'occse', 'poc', 'pnoc'" in result.output

@@ -52,6 +52,7 @@ def _register_all() -> None:
         lpcam_cmds,
         maps_cmds,
         refine_cmds,
+        run_cmds,
         saliency_cmds,
         segment_cmds,
         synth_cmds,
@@ -68,6 +69,7 @@ def _register_all() -> None:
         refine_cmds,
         segment_cmds,
         demo_cmds,
+        run_cmds,
     ):
         module.register(app)
     saliency_cmds.register(app)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from wsss.cli.options import escape, set_option
+from wsss.cli.options import Strategy, escape, set_option
 from wsss.errors import ConfigError
 
 # (results key, column heading) of the summary table
@@ -75,11 +74,7 @@ def timings_table(reports: list, total: float) -> Table:
     return table
 
 
-class DemoStrategy(str, Enum):
-    """Classifiers the demo trains (``demo.strategy``)."""
-
-    vanilla = "vanilla"
-    pnoc = "pnoc"
+DemoStrategy = Strategy  # ``run.strategy``: any training strategy
 
 
 def demo(
@@ -104,18 +99,18 @@ def demo(
     strategy: DemoStrategy | None = typer.Option(
         None,
         "--strategy",
-        help="Sets demo.strategy: vanilla, or pnoc (trains vanilla first as the ordinary "
-        "classifier, then P-NOC, whose steps cost about 4x a vanilla one: about 15 min instead "
-        "of 5 on 2 cores).",
+        help="Sets run.strategy: vanilla, or also a classifier with this strategy (OC-CSE, P-OC "
+        "and P-NOC train against the vanilla one as their ordinary classifier; a P-NOC step "
+        "costs about 4x a vanilla one).",
     ),
     lpcam: bool | None = typer.Option(
-        None, "--lpcam/--no-lpcam", help="Also run LPCAM and LPCAM-F (sets demo.lpcam)."
+        None, "--lpcam/--no-lpcam", help="Also run LPCAM and LPCAM-F (sets run.lpcam)."
     ),
     ccam: bool | None = typer.Option(
         None,
         "--ccam/--no-ccam",
         help="Also run C²AM and C²AM-H saliency, pseudo-saliency and CAM seeds with a saliency "
-        "background (sets demo.ccam).",
+        "background (sets run.ccam).",
     ),
     device: str | None = typer.Option(
         None, "--device", help="auto, cpu or cuda[:i] (sets train.device and maps.device)."

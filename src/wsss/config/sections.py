@@ -14,12 +14,15 @@ from wsss.config.core import neutral
 from wsss.errors import ConfigError
 
 __all__ = [
+    "NEEDS_OC",
     "PAPER_SCALES",
+    "STRATEGY_NAMES",
     "DemoSection",
     "EvalSection",
     "MapsSection",
     "RefineSection",
     "ReportSection",
+    "RunSection",
     "SaliencySection",
     "check_threshold",
 ]
@@ -91,25 +94,58 @@ class ReportSection:
             raise ConfigError(f"report.examples must be >= 0, got {self.examples}")
 
 
+STRATEGY_NAMES = ("vanilla", "puzzle", "occse", "poc", "pnoc")
+NEEDS_OC = ("occse", "poc", "pnoc")  # strategies trained against an ordinary classifier
+
+
 @dataclass
-class DemoSection:
-    """What ``wsss demo`` runs.
+class RunSection:
+    """Which stages a pipeline run (``wsss run``, ``wsss demo``) has.
+
+    The run trains the pipeline's classifier (``model``, ``data``, ``train``) as ``cam``; it
+    is the ordinary classifier (OC) of a strategy, LPCAM's classifier and, by default, the
+    backbone of C²AM.
 
     Attributes:
-        strategy: ``vanilla``, or ``pnoc`` (a vanilla classifier first, then P-NOC with it as
-            the ordinary classifier).
-        lpcam: Also fit LPCAM prototypes and compute LPCAM and LPCAM-F maps.
-        split: Split on which maps are computed and evaluated.
-        ccam: Also train C²AM and C²AM-H (hints: the CAMs), compute and score their saliency
-            maps, the C²AM-H pseudo-saliency masks and the CAM seeds with a saliency
-            background (needs ``split`` = ``data.split``: the hints are CAMs of the training
-            images).
+        synthetic: Generate the synthetic benchmark (section ``synth``) into ``data.root``
+            (default ``<run>/data``) when absent; false: ``data.root`` is a given dataset.
+        strategy: ``vanilla``, or a second classifier trained with this strategy
+            (``puzzle``, ``occse``, ``poc``, ``pnoc``; the last three against ``cam`` as OC);
+            its CAMs are the map ``<strategy>``.
+        strategy_preset: Training preset of that classifier (e.g. ``voc12-pnoc``; its
+            dataset and device are the pipeline's); None: the classifier's own settings with
+            ``train.strategy`` swapped.
+        lpcam: Fit LPCAM prototypes of ``cam`` and compute LPCAM and LPCAM-F maps.
+        ccam: Train C²AM and C²AM-H (section ``saliency``), compute and score their saliency
+            maps (needs ``split`` = ``data.split``: the hints are maps of the training images).
+        split: Split whose maps, affinity labels and pseudo masks are computed (the
+            segmentation network's training images).
+        eval_split: Split on which seeds, saliency, affinity labels and pseudo masks are
+            scored (None: ``split``); VOC's papers compute on ``train_aug`` and score on
+            ``train``.
+        segmentation: Train the segmentation network (section ``segmentation``) on pseudo
+            masks, predict and score ``segmentation.split``.
+        pseudo_masks: Refined method whose random-walk masks train it (None: the first of
+            ``refine.methods``).
     """
 
-    strategy: Literal["vanilla", "pnoc"] = "vanilla"
+    synthetic: bool = True
+    strategy: Literal["vanilla", "puzzle", "occse", "poc", "pnoc"] = "vanilla"
+    strategy_preset: str | None = None
     lpcam: bool = True
-    split: str = "train"
     ccam: bool = True
+    split: str = "train"
+    eval_split: str | None = None
+    segmentation: bool = False
+    pseudo_masks: str | None = None
+
+    @property
+    def scored_split(self) -> str:
+        """The split evaluations use."""
+        return self.eval_split or self.split
+
+
+DemoSection = RunSection  # the section's name before ``wsss run``
 
 
 @dataclass
@@ -130,6 +166,13 @@ class SaliencySection:
         train: ``key=value`` overrides of that training configuration (e.g.
             ``["train.epochs=2"]``); the pipeline's ``train.device`` and ``train.num_workers``
             apply too.
+        hints: Map of the run whose CAMs are C²AM-H's hints and, with the saliency as
+            background, the ``<hints>_saliency`` seeds (``cam``; ``pnoc`` in ``voc12-pnoc``).
+        backbone: Trained classifier of the run whose backbone initialises C²AM and C²AM-H
+            (``cam``: the demo, which has no pretrained weights); None: the training preset's
+            own initialisation (ImageNet weights in ``voc12-ccam``, as in the papers).
+        pseudo_masks: Also write the C²AM-H pseudo-saliency masks (threshold + two-label CRF),
+            the training targets of a saliency detector.
     """
 
     threshold: float = 0.2
@@ -137,6 +180,9 @@ class SaliencySection:
     seed_threshold: float | None = 0.2
     train_preset: str = "synth-ccam"
     train: tuple[str, ...] = ()
+    hints: str = "cam"
+    backbone: str | None = "cam"
+    pseudo_masks: bool = True
 
     def __post_init__(self) -> None:
         check_threshold(self.threshold, "saliency.threshold")
@@ -161,6 +207,9 @@ class RefineSection:
             ``irn`` 0.25 otherwise), ``irn``, ``pnoc``, ``lpcam`` or a number.
         saliency: Folder of saliency maps (relative to the run directory, or absolute):
             saliency-aware affinity labels and a ``1 − saliency`` background; None: neither.
+        saliency_background: With ``saliency``, the walk's background is ``1 − saliency``
+            (true) or the constant ``background`` (false: P-NOC's code, 0.30, where the
+            saliency only shapes the affinity labels).
         crf: Label CRF on the pseudo masks (P-NOC's: 1 iteration, gt_prob 0.9).
         exp_times: The walk takes ``2**exp_times`` steps (IRN: 8).
         pad_to: Images are padded to this size for the boundary map (IRN: 512, its crop).
@@ -176,6 +225,7 @@ class RefineSection:
     affinity_crf: bool = True
     background: float | str = "auto"
     saliency: str | None = None
+    saliency_background: bool = True
     crf: bool = False
     exp_times: int = 8
     pad_to: int | None = 512

@@ -153,7 +153,7 @@ def comparison_pipeline(
     root = Path(root).resolve() if root is not None else data_root(run, settings)
     base = settings.classifier
     base = dataclasses.replace(base, data=dataclasses.replace(base.data, root=str(root)))
-    data = DataSpec(root, settings.demo.split, "voc")
+    data = DataSpec(root, settings.run.split, "voc")
     check_strategy_args(base, names)
     oc = run.checkpoint(OC_RUN)
     stages: list[Stage] = [

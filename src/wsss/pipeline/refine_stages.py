@@ -58,6 +58,12 @@ def _complete(folder: Path) -> bool:
     return bool(record) and record.get("complete") is True
 
 
+def _scored(data: DataSpec, eval_data: DataSpec) -> dict[str, Any]:
+    """The scored split among a stage's params, only when it is not the computed one (so the
+    records of runs made before the option stay valid)."""
+    return {} if eval_data == data else {"eval_data": eval_data.as_dict()}
+
+
 def _saliency(run: RunDir, saliency: str | None) -> Path | None:
     if saliency is None:
         return None
@@ -77,6 +83,7 @@ class AffinityStage(Stage):
         crf: Label CRF (the reference: on).
         workers: CRF processes (0: in this process).
         requires: Upstream stages.
+        eval_data: Split the labels are scored on (default ``data``; a subset of it).
     """
 
     def __init__(
@@ -88,9 +95,11 @@ class AffinityStage(Stage):
         crf: bool = True,
         workers: int = 0,
         requires: tuple[str, ...] | None = None,
+        eval_data: DataSpec | None = None,
     ) -> None:
         self.method, self.data, self.thresholds = method, data, thresholds
         self.saliency, self.crf, self.workers = saliency, crf, workers
+        self.eval_data = eval_data or data
         self.name = f"affinity_{method}"
         self.requires = requires
 
@@ -104,6 +113,7 @@ class AffinityStage(Stage):
             "saliency": self.saliency,
             "crf": self.crf,
             "data": self.data.as_dict(),
+            **_scored(self.data, self.eval_data),
         }
 
     def is_complete(self, run: RunDir) -> bool:
@@ -132,7 +142,7 @@ class AffinityStage(Stage):
             workers=self.workers,
         )
         finish_mask_folder(out, dataset.ids)
-        entry = evaluate_confident(dataset, out.root)
+        entry = evaluate_confident(self.eval_data.build(), out.root)
         entry["thresholds"] = list(preset_thresholds(self.thresholds))
         entry["saliency"] = self.saliency
         run.update_results({self.name: results_entry(entry)})
@@ -169,6 +179,7 @@ class RandomWalkStage(Stage):
         device: Inference device.
         requires: Upstream stages.
         progress: Show progress bars.
+        eval_data: Split the masks are scored on (default ``data``; a subset of it).
     """
 
     distributed = True
@@ -188,8 +199,10 @@ class RandomWalkStage(Stage):
         device: str = "auto",
         requires: tuple[str, ...] | None = None,
         progress: bool = True,
+        eval_data: DataSpec | None = None,
     ) -> None:
         self.method, self.boundary, self.data = method, boundary, data
+        self.eval_data = eval_data or data
         self.background, self.saliency, self.crf = background, saliency, crf
         self.exp_times, self.pad_to, self.batch_size = exp_times, pad_to, batch_size
         self.thresholds = None if thresholds is None else [float(t) for t in thresholds]
@@ -211,6 +224,7 @@ class RandomWalkStage(Stage):
             "pad_to": self.pad_to,
             "thresholds": self.thresholds,
             "data": self.data.as_dict(),
+            **_scored(self.data, self.eval_data),
         }
 
     def is_complete(self, run: RunDir) -> bool:
@@ -248,9 +262,10 @@ class RandomWalkStage(Stage):
         )
         if not info.is_main:
             return
-        fixed = evaluate(dataset, masks_dir=out, progress=False)
+        scored = self.eval_data.build() if self.eval_data != self.data else dataset
+        fixed = evaluate(scored, masks_dir=out, progress=False)
         best = evaluate(
-            dataset,
+            scored,
             maps_dir=run.maps_dir(self.name),
             sweep=True,
             thresholds=self.thresholds,
@@ -277,6 +292,7 @@ def refine_stages(
     device: str = "auto",
     thresholds: Sequence[float] | None = None,
     progress: bool = True,
+    eval_data: DataSpec | None = None,
 ) -> list[Stage]:
     """The refinement stages of every method of ``config.methods`` (or ``methods``).
 
@@ -291,6 +307,7 @@ def refine_stages(
         device: Device of the walk.
         thresholds: Sweep grid of the walked maps.
         progress: Show progress bars.
+        eval_data: Split the labels and masks are scored on (default ``data``).
     """
     methods = list(config.methods if methods is None else methods)
     producers = dict(producers or {})
@@ -306,6 +323,7 @@ def refine_stages(
                 crf=config.affinity_crf,
                 workers=config.workers,
                 requires=(producers.get(method, f"maps_{method}"),),
+                eval_data=eval_data,
             )
         )
         if config.boundary == "per_method" or not trained:
@@ -334,7 +352,7 @@ def refine_stages(
                 boundary,
                 data,
                 background=config.background_for(method),
-                saliency=config.saliency,
+                saliency=config.saliency if config.saliency_background else None,
                 crf=config.crf,
                 exp_times=config.exp_times,
                 pad_to=config.pad_to,
@@ -343,6 +361,7 @@ def refine_stages(
                 device=device,
                 requires=(f"train_{boundary}", producers.get(method, f"maps_{method}")),
                 progress=progress,
+                eval_data=eval_data,
             )
         )
     return stages
