@@ -62,9 +62,14 @@ def run(
     }
     config = run_config(preset, list(sets or []), shortcuts)
     if dry_run:
+        existed = out.exists()
         run_dir = RunDir(out)
-        pipeline = build_pipeline(run_dir, config, data_root(run_dir, config), progress=False)
-        plan = pipeline.explain(run_dir, list(force or []))
+        try:
+            pipeline = build_pipeline(run_dir, config, data_root(run_dir, config), progress=False)
+            plan = pipeline.explain(run_dir, list(force or []))
+        finally:
+            if not existed and not any(run_dir.path.iterdir()):
+                run_dir.path.rmdir()  # a plan writes nothing
         for name, why in plan:
             console.print(f"{escape(name)}: [dim]{escape(why)}[/]")
         console.print(f"{len(plan)} of {len(pipeline.names)} stages would run")
