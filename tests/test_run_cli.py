@@ -73,7 +73,11 @@ def test_voc12_pnoc_is_the_p_noc_recipe():
     ]
     run = RunDir("/tmp/wsss-graph-test")
     oc, pnoc = stages["train_cam"].config, stages["train_pnoc"].config
-    assert (oc.train.strategy, oc.model.backbone, oc.data.split) == ("vanilla", "resnet50", "train_aug")
+    assert (oc.train.strategy, oc.model.backbone, oc.data.split) == (
+        "vanilla",
+        "resnet50",
+        "train_aug",
+    )
     # the strategy's own preset (label smoothing, colour jitter, k_noc ...), the OC is `cam`
     assert (pnoc.train.strategy, pnoc.train.label_smoothing) == ("pnoc", 0.1)
     assert pnoc.train.augment.color_jitter and pnoc.train.strategy_args["k_noc"] == 1
