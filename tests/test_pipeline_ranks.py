@@ -108,6 +108,9 @@ TINY = [
     "train.epochs=1",
     "train.num_workers=0",
     "demo.lpcam=false",
+    "run.ccam=false",
+    "refine.methods=[]",
+    "run.segmentation=false",  # the whole graph on two ranks: tests/test_run_ranks.py
     "maps.scales=[1.0]",
     "report.examples=2",
 ]

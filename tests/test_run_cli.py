@@ -73,11 +73,10 @@ def test_voc12_pnoc_is_the_p_noc_recipe():
     ]
     run = RunDir("/tmp/wsss-graph-test")
     oc, pnoc = stages["train_cam"].config, stages["train_pnoc"].config
-    assert (oc.train.strategy, oc.model.backbone, oc.data.split) == (
-        "vanilla",
-        "resnet50",
-        "train_aug",
-    )
+    assert (oc.train.strategy, oc.model.backbone) == ("vanilla", "resnest269e")
+    assert (oc.data.split, oc.train.batch_size, oc.train.accumulate) == ("train_aug", 16, 2)
+    # P-NOC's NOC starts from the OC: same backbone; the batch of the paper's RS269 runs
+    assert pnoc.model == oc.model and (pnoc.train.batch_size, pnoc.train.accumulate) == (16, 2)
     # the strategy's own preset (label smoothing, colour jitter, k_noc ...), the OC is `cam`
     assert (pnoc.train.strategy, pnoc.train.label_smoothing) == ("pnoc", 0.1)
     assert pnoc.train.augment.color_jitter and pnoc.train.strategy_args["k_noc"] == 1

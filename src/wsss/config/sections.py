@@ -112,9 +112,12 @@ class RunSection:
         strategy: ``vanilla``, or a second classifier trained with this strategy
             (``puzzle``, ``occse``, ``poc``, ``pnoc``; the last three against ``cam`` as OC);
             its CAMs are the map ``<strategy>``.
-        strategy_preset: Training preset of that classifier (e.g. ``voc12-pnoc``; its
-            dataset and device are the pipeline's); None: the classifier's own settings with
-            ``train.strategy`` swapped.
+        strategy_preset: Training preset of that classifier's ``train`` section (e.g.
+            ``voc12-pnoc``; its model and dataset are the pipeline's classifier's, since the
+            NOC of P-NOC starts from the OC's weights); None: the classifier's own settings
+            with ``train.strategy`` swapped.
+        strategy_train: ``key=value`` overrides of that classifier's training configuration
+            (e.g. ``["train.accumulate=2"]``).
         lpcam: Fit LPCAM prototypes of ``cam`` and compute LPCAM and LPCAM-F maps.
         ccam: Train C²AM and C²AM-H (section ``saliency``), compute and score their saliency
             maps (needs ``split`` = ``data.split``: the hints are maps of the training images).
@@ -126,12 +129,13 @@ class RunSection:
         segmentation: Train the segmentation network (section ``segmentation``) on pseudo
             masks, predict and score ``segmentation.split``.
         pseudo_masks: Refined method whose random-walk masks train it (None: the first of
-            ``refine.methods``).
+            ``refine.methods``; an LPCAM name with ``lpcam`` false: the first refined method).
     """
 
     synthetic: bool = True
     strategy: Literal["vanilla", "puzzle", "occse", "poc", "pnoc"] = "vanilla"
     strategy_preset: str | None = None
+    strategy_train: tuple[str, ...] = ()
     lpcam: bool = True
     ccam: bool = True
     split: str = "train"

@@ -179,25 +179,21 @@ class _Graph:
         return stage
 
 
-def strategy_config(graph_config: Config, config: PipelineConfig, oc: Path) -> Config:
-    """The strategy classifier's training configuration (``run.strategy``, OC ``oc``)."""
+def strategy_config(classifier: Config, config: PipelineConfig, oc: Path) -> Config:
+    """The strategy classifier's training configuration (``run.strategy``, OC ``oc``).
+
+    Its model and dataset are ``classifier``'s; its training loop is ``run.strategy_preset``'s
+    (or ``classifier``'s), with ``run.strategy_train`` applied last.
+    """
     rs = config.run
     if rs.strategy_preset:
-        data = graph_config.data
-        base = load_config(
-            rs.strategy_preset,
-            [
-                ("data.root", data.root),
-                ("data.format", data.format),
-                ("data.split", data.split),
-                ("train.device", config.train.device),
-                ("train.strategy", rs.strategy),
-            ],
-        )
+        train = load_config(rs.strategy_preset).train
+        train = dataclasses.replace(train, device=classifier.train.device)
+        base = dataclasses.replace(classifier, train=train)
     else:
-        base = dataclasses.replace(
-            graph_config, train=dataclasses.replace(graph_config.train, strategy=rs.strategy)
-        )
+        base = classifier
+    base = dataclasses.replace(base, train=dataclasses.replace(base.train, strategy=rs.strategy))
+    base = apply_overrides(base, rs.strategy_train)
     args = dict(base.train.strategy_args)
     if rs.strategy in NEEDS_OC:
         args["oc"] = str(oc)
