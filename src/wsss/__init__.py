@@ -9,6 +9,7 @@ loads the training package::
     dataset = wsss.build_dataset("voc", "VOC2012", "train")
     wsss.run_maps("cam", model, dataset, "runs/voc-cam/maps/cam")
     scores = wsss.run_evaluation(dataset, maps_dir="runs/voc-cam/maps/cam", threshold=0.3)
+    wsss.run_pipeline("runs/full", wsss.run_config("synth-full"))   # a whole preset
 
 Stage functions are named ``run_*`` because ``wsss.train``, ``wsss.maps`` and
 ``wsss.evaluate`` are the packages that implement them.
@@ -33,6 +34,8 @@ _API = {
     "run_evaluation": ("wsss.evaluate.runner", "evaluate"),
     "MapStore": "wsss.io.maps",
     "MaskStore": "wsss.io.masks",
+    "run_config": "wsss.pipeline.graph",
+    "run_pipeline": "wsss.pipeline.graph",
 }
 
 __all__ = ["__version__", *sorted(_API)]

@@ -1,7 +1,8 @@
 """Run directories, the rank-aware stage graph, the standard stages and the demo pipelines.
 
->>> from wsss.pipeline import demo_config, run_demo, run_comparison
->>> result = run_demo("runs/demo", demo_config(["train.epochs=4"]))  # data, CAM, LPCAM, report
+>>> from wsss.pipeline import run_config, run_pipeline, run_demo, run_comparison
+>>> result = run_pipeline("runs/lpcam", run_config("voc12-lpcam-irn", ["data.root=VOC2012"]))
+>>> result = run_demo("runs/demo")  # = run_pipeline("runs/demo", run_config("synth-full"))
 >>> result = run_comparison("runs/strategies-synth")  # every training strategy, one budget
 """
 
@@ -19,10 +20,20 @@ from wsss.pipeline.config import (
     MapsSection,
     PipelineConfig,
     ReportSection,
+    RunSection,
     pipeline_config,
+    pipeline_presets,
 )
 from wsss.pipeline.core import FunctionStage, Pipeline, Stage, StageReport, library_versions
 from wsss.pipeline.demo import DemoResult, demo_config, demo_pipeline, run_demo
+from wsss.pipeline.graph import (
+    RunResult,
+    build_pipeline,
+    rebuild_report,
+    run_config,
+    run_pipeline,
+    stored_pipeline,
+)
 from wsss.pipeline.rundir import RunDir, results_entry
 from wsss.pipeline.segmentation import (
     SegmentationEvalStage,
@@ -57,6 +68,8 @@ __all__ = [
     "ReportSection",
     "ReportStage",
     "RunDir",
+    "RunResult",
+    "RunSection",
     "SegmentationEvalStage",
     "SegmentationSection",
     "SegmentationStage",
@@ -64,6 +77,7 @@ __all__ = [
     "StageReport",
     "SynthStage",
     "TrainStage",
+    "build_pipeline",
     "comparison_config",
     "comparison_pipeline",
     "comparison_table",
@@ -71,8 +85,13 @@ __all__ = [
     "demo_pipeline",
     "library_versions",
     "pipeline_config",
+    "pipeline_presets",
+    "rebuild_report",
     "results_entry",
     "run_comparison",
+    "run_config",
     "run_demo",
+    "run_pipeline",
     "segmentation_stages",
+    "stored_pipeline",
 ]
