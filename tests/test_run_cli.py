@@ -12,8 +12,9 @@ from wsss.cli import app
 from wsss.errors import ConfigError
 from wsss.pipeline import RunDir
 from wsss.pipeline.config import pipeline_presets
-from wsss.pipeline.graph import build_pipeline, run_config, stored_pipeline
+from wsss.pipeline.graph import build_pipeline
 from wsss.pipeline.refine_stages import AffinityStage, RandomWalkStage
+from wsss.pipeline.runner import run_config, stored_pipeline
 from wsss.pipeline.segmentation import SegmentationStage
 from wsss.pipeline.stages import EvalStage, MapsStage, TrainStage
 

@@ -23,7 +23,7 @@ import pytest
 import torch
 
 from wsss.pipeline import RunDir
-from wsss.pipeline.graph import stored_pipeline
+from wsss.pipeline.runner import stored_pipeline
 from wsss.pipeline.stages import PrototypeStage, SynthStage, TrainStage
 
 TINY = [

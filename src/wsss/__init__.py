@@ -34,8 +34,8 @@ _API = {
     "run_evaluation": ("wsss.evaluate.runner", "evaluate"),
     "MapStore": "wsss.io.maps",
     "MaskStore": "wsss.io.masks",
-    "run_config": "wsss.pipeline.graph",
-    "run_pipeline": "wsss.pipeline.graph",
+    "run_config": "wsss.pipeline.runner",
+    "run_pipeline": "wsss.pipeline.runner",
 }
 
 __all__ = ["__version__", *sorted(_API)]

@@ -49,9 +49,10 @@ def run(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
-    """``wsss run``: see :data:`RUN_HELP`; the work is :func:`wsss.pipeline.graph.run_pipeline`."""
-    from wsss.pipeline.graph import build_pipeline, data_root, run_config, run_pipeline
+    """``wsss run``: see :data:`RUN_HELP`; the work is :func:`wsss.pipeline.runner.run_pipeline`."""
+    from wsss.pipeline.graph import build_pipeline, data_root
     from wsss.pipeline.rundir import RunDir
+    from wsss.pipeline.runner import run_config, run_pipeline
     from wsss.runtime import distributed
 
     console = _console()
@@ -102,8 +103,8 @@ def status(
     run_dir: Path = typer.Argument(..., metavar="RUN", help="A run directory."),
 ) -> None:
     """``wsss status RUN``: each stage done, stale (and why) or pending."""
-    from wsss.pipeline.graph import stored_pipeline
     from wsss.pipeline.rundir import RunDir
+    from wsss.pipeline.runner import stored_pipeline
 
     console = _console()
     if not run_dir.is_dir():
@@ -161,8 +162,8 @@ def report(
     ),
 ) -> None:
     """``wsss report RUN``: render ``RUN/report.html`` again from the run's files."""
-    from wsss.pipeline.graph import rebuild_report
     from wsss.pipeline.rundir import RunDir
+    from wsss.pipeline.runner import rebuild_report
 
     if not run_dir.is_dir():
         from wsss.errors import ConfigError

@@ -26,15 +26,15 @@ from wsss.pipeline.config import (
 )
 from wsss.pipeline.core import FunctionStage, Pipeline, Stage, StageReport, library_versions
 from wsss.pipeline.demo import DemoResult, demo_config, demo_pipeline, run_demo
-from wsss.pipeline.graph import (
+from wsss.pipeline.graph import build_pipeline
+from wsss.pipeline.rundir import RunDir, results_entry
+from wsss.pipeline.runner import (
     RunResult,
-    build_pipeline,
     rebuild_report,
     run_config,
     run_pipeline,
     stored_pipeline,
 )
-from wsss.pipeline.rundir import RunDir, results_entry
 from wsss.pipeline.segmentation import (
     SegmentationEvalStage,
     SegmentationSection,

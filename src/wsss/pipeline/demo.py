@@ -19,15 +19,9 @@ from pathlib import Path
 from wsss.config.core import Override
 from wsss.pipeline.config import PipelineConfig
 from wsss.pipeline.core import Pipeline, Stage, StageReport
-from wsss.pipeline.graph import (
-    RunResult,
-    build_pipeline,
-    config_writer,
-    data_root,
-    run_config,
-    run_pipeline,
-)
+from wsss.pipeline.graph import build_pipeline, data_root
 from wsss.pipeline.rundir import RunDir
+from wsss.pipeline.runner import RunResult, config_writer, run_config, run_pipeline
 
 __all__ = [
     "STRATEGIES",
@@ -63,7 +57,7 @@ def demo_config(
     ``saliency.threshold=0.3``.
 
     Unless an override sets ``train.val_every``, the classifier is validated once, after its
-    last epoch (:func:`~wsss.pipeline.graph.run_config`).
+    last epoch (:func:`~wsss.pipeline.runner.run_config`).
 
     Raises:
         ConfigError: Unknown key, bad value, unknown preset.

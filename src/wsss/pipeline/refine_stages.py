@@ -26,6 +26,7 @@ from wsss.config.sections import RefineSection
 from wsss.pipeline.core import Stage
 from wsss.pipeline.rundir import RunDir, results_entry
 from wsss.pipeline.stages import DataSpec, TrainStage
+from wsss.runtime.distributed import run_sharded
 
 __all__ = [
     "AffinityStage",
@@ -74,6 +75,9 @@ def _saliency(run: RunDir, saliency: str | None) -> Path | None:
 class AffinityStage(Stage):
     """Affinity labels from ``method``'s maps, scored against the ground truth.
 
+    Runs on every process under ``torchrun`` (the images, and their CRF, are sharded by
+    rank); rank 0 then scores the folder.
+
     Args:
         method: Map name in the run (its seeds).
         data: The split (the boundary network's training images).
@@ -85,6 +89,8 @@ class AffinityStage(Stage):
         requires: Upstream stages.
         eval_data: Split the labels are scored on (default ``data``; a subset of it).
     """
+
+    distributed = True
 
     def __init__(
         self,
@@ -131,16 +137,23 @@ class AffinityStage(Stage):
         out = MaskStore(affinity_dir(run, self.method))
         saliency = _saliency(run, self.saliency)
         settings = {"kind": "affinity", **self.params(), "saliency": str(saliency)}
-        claim_mask_folder(out, settings, restart=True)
-        make_affinity_labels(
-            dataset,
-            MapStore(run.maps_dir(self.method)),
-            out,
-            thresholds=self.thresholds,
-            saliency=None if saliency is None else MapStore(saliency),
-            crf="seeds" if self.crf else None,
-            workers=self.workers,
-        )
+
+        def labels(ids: list[str]) -> None:
+            make_affinity_labels(
+                dataset,
+                MapStore(run.maps_dir(self.method)),
+                out,
+                thresholds=self.thresholds,
+                saliency=None if saliency is None else MapStore(saliency),
+                crf="seeds" if self.crf else None,
+                ids=ids,
+                workers=self.workers,
+            )
+
+        if not run_sharded(
+            dataset.ids, lambda: claim_mask_folder(out, settings, restart=True), labels
+        ):
+            return
         finish_mask_folder(out, dataset.ids)
         entry = evaluate_confident(self.eval_data.build(), out.root)
         entry["thresholds"] = list(preset_thresholds(self.thresholds))

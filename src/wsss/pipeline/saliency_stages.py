@@ -25,6 +25,7 @@ from wsss.config import Config, load_config
 from wsss.pipeline.core import Stage
 from wsss.pipeline.rundir import RunDir
 from wsss.pipeline.stages import DataSpec, _remove_inside
+from wsss.runtime.distributed import run_sharded
 
 __all__ = [
     "PseudoSaliencyStage",
@@ -183,6 +184,8 @@ class SaliencySeedsStage(Stage):
 class PseudoSaliencyStage(Stage):
     """Pseudo-saliency masks of saliency ``method`` into ``run.path/pseudo_saliency/<method>``.
 
+    Runs on every process under ``torchrun`` (the images, and their CRF, are sharded by rank).
+
     Args:
         method: Saliency maps of the run.
         data: The split.
@@ -191,6 +194,8 @@ class PseudoSaliencyStage(Stage):
         workers: CRF processes (0: this process).
         requires: Upstream stages.
     """
+
+    distributed = True
 
     def __init__(
         self,
@@ -232,15 +237,21 @@ class PseudoSaliencyStage(Stage):
 
         out = self.folder(run, self.method)
         dataset = self.data.build()
-        done = make_pseudo_saliency(
-            dataset,
-            MapStore(run.maps_dir(self.method)),
-            MaskStore(out),
-            threshold=self.threshold,
-            crf_iterations=self.crf_iterations,
-            workers=self.workers,
-        )
-        atomic_write_json(
-            out / "complete.json",
-            {**self.params(), "count": len(dataset), "written": done.written},
-        )
+
+        def masks(ids: list[str]) -> None:
+            make_pseudo_saliency(
+                dataset,
+                MapStore(run.maps_dir(self.method)),
+                MaskStore(out),
+                threshold=self.threshold,
+                crf_iterations=self.crf_iterations,
+                ids=ids,
+                workers=self.workers,
+            )
+
+        if not run_sharded(dataset.ids, lambda: None, masks):
+            return
+        missing = [i for i in dataset.ids if not MaskStore(out).has(i)]
+        if missing:
+            raise RuntimeError(f"pseudo-saliency masks missing after the stage: {missing[:5]}")
+        atomic_write_json(out / "complete.json", {**self.params(), "count": len(dataset)})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -28,6 +28,7 @@ __all__ = [
     "init_distributed",
     "no_sync",
     "raise_if_any_failed",
+    "run_sharded",
     "wrap_ddp",
 ]
 
@@ -136,3 +137,31 @@ def raise_if_any_failed(
         raise error
     if failed.item():
         raise WsssError(message)
+
+
+def run_sharded(
+    ids: Sequence[str],
+    prepare: Callable[[], None],
+    work: Callable[[list[str]], None],
+) -> bool:
+    """Run ``work`` on this process's share of ``ids`` (every ``world_size``-th id, from its
+    rank on) under ``torchrun``, on all of them otherwise; return whether this is rank 0.
+
+    ``prepare`` (e.g. claiming the output folder) runs on rank 0 before any rank starts; a
+    failure on any rank stops every rank. Every rank returns only when all have finished, so
+    rank 0 can then complete the output and score it.
+    """
+    info = dist_info()
+    error: BaseException | None = None
+    if info.is_main:
+        try:
+            prepare()
+        except Exception as e:  # every rank stops, none waits for the others forever
+            error = e
+    raise_if_any_failed(error, info.enabled, "another process failed to start")
+    try:
+        work(list(ids)[info.rank :: info.world_size])
+    except Exception as e:
+        error = e
+    raise_if_any_failed(error, info.enabled, "another process failed")
+    return info.is_main
