@@ -53,8 +53,9 @@ def image_iou(gt: np.ndarray, pred: np.ndarray, ignore_index: int = IGNORE_INDEX
 
 
 def usable_ids(ids: Sequence[str], columns: Sequence[ExampleColumn]) -> list[str]:
-    """The ids with a file in every column, in their given order."""
-    return [i for i in ids if all(c.path(i).is_file() for c in columns)]
+    """The ids with a file in every required column, in their given order."""
+    needed = [c for c in columns if c.required]
+    return [i for i in ids if all(c.path(i).is_file() for c in needed)]
 
 
 def column_mask(dataset: SegmentationDataset, column: ExampleColumn, sample_id: str) -> np.ndarray:
