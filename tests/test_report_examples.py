@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from report_sample import SampleDataset
 from wsss.data.base import IGNORE_INDEX, SegmentationDataset
 from wsss.data.datasets import build_dataset
 from wsss.errors import ConfigError
@@ -22,8 +24,8 @@ from wsss.pipeline.report_examples import report_files_dir, run_example_sets
 from wsss.pipeline.rundir import RunDir
 from wsss.pipeline.segmentation import SegmentationStage
 from wsss.pipeline.stages import write_run_report
-from wsss.report import ExampleColumn, ExampleSet, render_html
-from wsss.report.examples import choose_examples, image_iou, usable_ids
+from wsss.report import ExampleColumn, ExampleSet, html, render_html
+from wsss.report.examples import choose_examples, example_grid, image_iou, usable_ids
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -281,3 +283,23 @@ def test_a_val_confusion_equal_to_the_results_one_is_drawn_once(full_run: RunDir
     other[0, 0] += 1
     results = {"segmentation": {"kind": "segmentation", "confusion": other.tolist()}}
     assert render_html(results, examples=[example_set]).count(matrices) == 2
+
+
+def test_wide_grids_fit_the_page_and_their_images_never_touch(
+    full_run: RunDir, synth: Path, tmp_path: Path
+):
+    train = build_dataset("voc", synth, "train")
+    columns = run_example_sets(full_run, train, examples=4)[0].columns
+    fig, _ = example_grid(train, train.ids[:2], columns)  # twelve columns
+    assert fig.get_size_inches()[0] <= 12.0  # inches at 100 dpi: the page's content width
+    # 48×64 images with three-line row labels: tight_layout alone leaves no gap between them
+    val = SampleDataset("val", 24, seed=1)
+    for sample_id in val.ids:
+        save_mask_png(tmp_path / f"{sample_id}.png", _clean(val.load_mask(sample_id)))
+    ids = ["val_004", "val_007", "val_013", "val_016"]
+    notes = {i: "IoU 25.0" for i in ids}
+    fig, _ = example_grid(val, ids, [ExampleColumn("prediction", tmp_path)], notes)
+    fig.canvas.draw()
+    row = [ax.get_window_extent() for ax in fig.axes[:3]]  # drawn boxes
+    assert min(b.x0 - a.x1 for a, b in itertools.pairwise(row)) >= 2  # pixels between images
+    assert html.GRID_MIN_SCALE >= 0.8  # at 80 % of its size a grid scrolls instead

@@ -77,8 +77,9 @@ summary { cursor: pointer; }
 }
 """
 
-# Example grids are pictures: they may shrink further than figures of text before scrolling.
-GRID_MIN_SCALE = 0.6
+# Example grids are as wide as the page (wsss.report.examples.GRID_WIDTH) with small text:
+# below 80 % of their size they scroll in their box rather than shrink their labels further.
+GRID_MIN_SCALE = 0.8
 
 _KIND_NOTES = {
     "seeds": "Percentages. mIoU is the mean over all classes including background; FP, FN, "
