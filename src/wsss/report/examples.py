@@ -192,8 +192,8 @@ def example_grid(
     rows, cols = len(ids), len(titles)
     # Cells narrow down to fit the page's width (text keeps its size), then the grid scrolls.
     size = float(np.clip((GRID_WIDTH - 0.5) / cols, MIN_CELL, 1.6))
-    title_chars = max(8, int(size * 100 / 6.5))  # about 6.5 px a character at 9 pt
-    label_chars = max(10, int(size * aspect * 100 / 6.5))  # 9 pt, along the row's height
+    title_chars = max(8, int(size * 100 / 8))  # 9 pt: at most about 8 px a character
+    label_chars = max(10, int(size * aspect * 100 / 7.5))  # along the row's height
     fig = Figure(figsize=(size * cols + 0.5, size * aspect * rows + 0.35), dpi=100)
     FigureCanvasAgg(fig)
     axes = np.asarray(fig.subplots(rows, cols, squeeze=False))
