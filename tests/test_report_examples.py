@@ -303,3 +303,18 @@ def test_wide_grids_fit_the_page_and_their_images_never_touch(
     row = [ax.get_window_extent() for ax in fig.axes[:3]]  # drawn boxes
     assert min(b.x0 - a.x1 for a, b in itertools.pairwise(row)) >= 2  # pixels between images
     assert html.GRID_MIN_SCALE >= 0.8  # at 80 % of its size a grid scrolls instead
+
+
+def test_the_eval_stages_matrix_is_not_drawn_twice(full_run: RunDir, synth: Path, tmp_path: Path):
+    from wsss.pipeline.segmentation import _confusion
+
+    val = build_dataset("voc", synth, "val")
+    run = RunDir(tmp_path / "run")
+    run.update_results(full_run.results())
+    entry = {**full_run.results()["segmentation"]}
+    entry["confusion"] = _confusion(val, SegmentationStage.folder(full_run, "val")).tolist()
+    (run.path / "segmentation").symlink_to(full_run.path / "segmentation")
+    run.update_results({"segmentation": entry})
+    text = write_run_report(run, val, examples=4).read_text()
+    assert "val split: segmentation" in text
+    assert re.findall(r'alt="confusion matrix of ([^"]*)"', text) == ["segmentation"]
