@@ -69,11 +69,12 @@ def _blurred(mask: np.ndarray, key: int, shift: int) -> np.ndarray:
 
 def _write_files(out: Path, train: SampleDataset, val: SampleDataset) -> None:
     rng = np.random.default_rng(1)
-    for i, method in enumerate(("cam", "lpcam")):
+    for i, method in enumerate(("cam", "pnoc", "lpcam")):
         for sample_id in train.ids:
             mask = train.load_mask(sample_id)
             keys = np.flatnonzero(train.load_label(sample_id)) + 1
             hr = np.stack([_blurred(mask, k, 3 - 2 * i) for k in keys]).astype(np.float32)
+            hr *= 1.0 - 0.2 * i  # weaker peaks: the seed masks differ between methods
             save_class_maps(out / "maps" / method / f"{sample_id}.npz", ClassMaps(keys, hr, hr))
     for sample_id in train.ids:
         mask = train.load_mask(sample_id)
@@ -87,6 +88,9 @@ def _write_files(out: Path, train: SampleDataset, val: SampleDataset) -> None:
         pseudo[pseudo == 255] = 0
         pseudo = np.roll(pseudo, int(rng.integers(-3, 4)), axis=1)
         save_mask_png(out / "pseudo" / "rw_cam" / f"{sample_id}.png", pseudo)
+        pred = np.where(mask == 255, 0, mask).astype(np.uint8)
+        pred[(np.roll(mask, 1, 0) == 0) & (mask > 0) & (mask < 255)] = 0
+        save_mask_png(out / "report_files" / "train" / f"{sample_id}.png", pred)
     for sample_id in val.ids:
         pred = val.load_mask(sample_id).copy()
         pred[pred == 255] = 0
@@ -212,12 +216,16 @@ def sample_inputs(out: Path, methods: int = 8, images: int = 24) -> ReportInputs
     train = SampleDataset("train", images, seed=0)
     val = SampleDataset("val", images, seed=1)
     _write_files(out, train, val)
-    train_columns = [
-        ExampleColumn("CAM", out / "maps" / "cam", "heat"),
-        ExampleColumn("LPCAM", out / "maps" / "lpcam", "heat"),
-        ExampleColumn("saliency (C²AM-H)", out / "saliency", "saliency"),
-        ExampleColumn("affinity labels", out / "affinity" / "cam", "mask"),
-        ExampleColumn("pseudo mask", out / "pseudo" / "rw_cam", "mask"),
+    # the columns wsss.pipeline.report_examples.run_example_sets makes of a full run
+    train_columns = []
+    for method in ("cam", "pnoc", "lpcam"):
+        train_columns.append(ExampleColumn(f"{method} heat map", out / "maps" / method, "heat"))
+        train_columns.append(ExampleColumn(f"{method} seed", out / "maps" / method, "seed"))
+    train_columns += [
+        ExampleColumn("saliency (c2am_h)", out / "saliency", "saliency"),
+        ExampleColumn("affinity labels (cam)", out / "affinity" / "cam", "mask"),
+        ExampleColumn("pseudo mask (cam)", out / "pseudo" / "rw_cam", "mask"),
+        ExampleColumn("prediction", out / "report_files" / "train", "mask", required=False),
     ]
     val_columns = [ExampleColumn("prediction", out / "segmentation", "mask")]
     return ReportInputs(
@@ -235,8 +243,8 @@ def sample_inputs(out: Path, methods: int = 8, images: int = 24) -> ReportInputs
         info={"seeds": {"seed": 0}, "versions": {"wsss": "0.1", "torch": "2.4"}},
         training=sample_training(),
         examples=[
-            ExampleSet(train, train_columns, "train split: seeds to pseudo masks", 4, 4),
-            ExampleSet(val, val_columns, "val split: segmentation", 3, 3),
+            ExampleSet(train, train_columns, "train split", 4, 4),
+            ExampleSet(val, val_columns, "val split: segmentation", 4, 4),
         ],
     )
 

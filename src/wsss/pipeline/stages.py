@@ -460,12 +460,14 @@ def write_run_report(
 
     Args:
         run: The run directory.
-        dataset: The evaluated split, for the example grid (skipped if None).
-        examples: Images in the example grid.
+        dataset: The evaluated split, for the example grids (skipped if None; see
+            :func:`~wsss.pipeline.report_examples.run_example_sets`).
+        examples: Images in each example grid.
         threshold: Background threshold of the example seed masks.
         title: Page title (default: the run directory's name).
     """
-    from wsss.report import load_metrics_records, result_kind, write_report
+    from wsss.pipeline.report_examples import run_example_sets
+    from wsss.report import load_metrics_records, write_report
 
     results = run.results()
     composition = run.path / "lpcam" / "composition.json"
@@ -479,6 +481,7 @@ def write_run_report(
             run.timings_path,
             *sorted(run.path.glob("train/*")),
             *sorted(run.path.glob("maps/*")),
+            *sorted(p for d in ("affinity", "rw", "segmentation") for p in run.path.glob(f"{d}/*")),
             run.logs_dir / "pipeline.log",
         ]
         if p.exists()
@@ -488,10 +491,7 @@ def write_run_report(
         results,
         training={p.parent.name: load_metrics_records(p) for p in metrics},
         artefacts=artefacts,
-        maps_dirs={m: run.maps_dir(m) for m, r in results.items() if result_kind(m, r) == "seeds"},
-        dataset=dataset,
-        num_examples=examples,
-        threshold=threshold,
+        examples=run_example_sets(run, dataset, examples, threshold),
         title=title or f"wsss run: {run.path.name}",
         timings=run.timings(),
         config=run.read_config(),

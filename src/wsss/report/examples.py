@@ -19,6 +19,11 @@ from wsss.io.maps import load_class_maps
 from wsss.report.figures import colorize_mask, heat_overlay
 from wsss.report.inputs import ExampleColumn, ExampleSet
 
+# Inches at 100 dpi: a grid as wide as the report's content (1240 px less padding) keeps its
+# text at full size; cells shrink to MIN_CELL before the grid grows wider.
+GRID_WIDTH = 12.0
+MIN_CELL = 0.9
+
 __all__ = [
     "ExampleChoice",
     "choose_examples",
@@ -53,8 +58,9 @@ def image_iou(gt: np.ndarray, pred: np.ndarray, ignore_index: int = IGNORE_INDEX
 
 
 def usable_ids(ids: Sequence[str], columns: Sequence[ExampleColumn]) -> list[str]:
-    """The ids with a file in every column, in their given order."""
-    return [i for i in ids if all(c.path(i).is_file() for c in columns)]
+    """The ids with a file in every required column, in their given order."""
+    needed = [c for c in columns if c.required]
+    return [i for i in ids if all(c.path(i).is_file() for c in needed)]
 
 
 def column_mask(dataset: SegmentationDataset, column: ExampleColumn, sample_id: str) -> np.ndarray:
@@ -184,7 +190,10 @@ def example_grid(
     first = dataset.load_image(ids[0])
     aspect = float(np.clip(first.shape[0] / first.shape[1], 0.5, 1.5))
     rows, cols = len(ids), len(titles)
-    size = 1.6
+    # Cells narrow down to fit the page's width (text keeps its size), then the grid scrolls.
+    size = float(np.clip((GRID_WIDTH - 0.5) / cols, MIN_CELL, 1.6))
+    title_chars = max(8, int(size * 100 / 8))  # 9 pt: at most about 8 px a character
+    label_chars = max(10, int(size * aspect * 100 / 7.5))  # along the row's height
     fig = Figure(figsize=(size * cols + 0.5, size * aspect * rows + 0.35), dpi=100)
     FigureCanvasAgg(fig)
     axes = np.asarray(fig.subplots(rows, cols, squeeze=False))
@@ -204,16 +213,21 @@ def example_grid(
             ax = axes[r, c]
             ax.set_xticks([])
             ax.set_yticks([])
+            for spine in ax.spines.values():  # black masks side by side stay apart
+                spine.set_edgecolor("#999")
             if cell is None:
                 ax.text(0.5, 0.5, "missing", ha="center", va="center", fontsize=8)
             else:
                 ax.imshow(cell, interpolation="nearest")
             if r == 0:
-                ax.set_title("\n".join(textwrap.wrap(titles[c], 18)), fontsize=9)
+                ax.set_title("\n".join(textwrap.wrap(titles[c], title_chars)), fontsize=9)
         present = [dataset.classes[k] for k in np.flatnonzero(dataset.load_label(sample_id))]
-        label = [sample_id, *textwrap.wrap(", ".join(present), 22)]
+        label = [sample_id, *textwrap.wrap(", ".join(present), label_chars)]
         if row_notes and sample_id in row_notes:
             label.append(row_notes[sample_id])
-        axes[r, 0].set_ylabel("\n".join(label), fontsize=8)
+        axes[r, 0].set_ylabel("\n".join(label), fontsize=9)
     fig.tight_layout(pad=0.3)
+    # tight_layout may leave no gap (even overlap) between images of equal aspect
+    pars = fig.subplotpars
+    fig.subplots_adjust(wspace=max(pars.wspace, 0.04), hspace=max(pars.hspace, 0.04))
     return fig, drawn

@@ -77,8 +77,9 @@ summary { cursor: pointer; }
 }
 """
 
-# Example grids are pictures: they may shrink further than figures of text before scrolling.
-GRID_MIN_SCALE = 0.6
+# Example grids are as wide as the page (wsss.report.examples.GRID_WIDTH) with small text:
+# below 80 % of their size they scroll in their box rather than shrink their labels further.
+GRID_MIN_SCALE = 0.8
 
 _KIND_NOTES = {
     "seeds": "Percentages. mIoU is the mean over all classes including background; FP, FN, "
@@ -261,6 +262,18 @@ def _legacy_examples(
     return [ExampleSet(dataset, columns, f"{dataset.split} split", count - worst, worst)]
 
 
+def _same_counts(counts: np.ndarray, other: Any) -> bool:
+    """Whether ``N×(N+1)`` counts (last column: predicted ignore) equal ``other`` (``N×N`` or
+    ``N×(N+1)``)."""
+    other = np.asarray(other)
+    if other.shape == counts.shape:
+        return bool(np.array_equal(other, counts))
+    n = counts.shape[0]
+    if other.shape == (n, n) and counts.shape == (n, n + 1) and not counts[:, n].any():
+        return bool(np.array_equal(other, counts[:, :n]))
+    return False
+
+
 def render_html(
     inputs: ReportInputs | Mapping[str, Mapping[str, Any]],
     *,
@@ -286,6 +299,8 @@ def render_html(
     matrices.update(inputs.confusion)
     for example_set, choice in zip(inputs.examples, choices, strict=True):
         if choice.confusion is not None and choice.ranked_by is not None:
+            if any(_same_counts(choice.confusion, m) for m in matrices.values()):
+                continue  # e.g. the predictions ranking the val examples: the results' matrix
             name = f"{example_set.title}: {choice.ranked_by.title} ({example_set.dataset.split})"
             matrices.setdefault(name, choice.confusion)
     class_names = inputs.class_names

@@ -119,12 +119,17 @@ class ExampleColumn:
             maps, seed mask at ``threshold``), ``saliency`` (one-channel map over the image) or
             ``mask`` (palette PNG; 255 drawn in the ignore colour).
         threshold: Background threshold of a ``seed`` column.
+        required: Whether an image needs a file in this column to be drawn. An optional
+            column (False) neither restricts nor ranks the images: a caller can pick the
+            images first (:func:`wsss.report.examples.choose_examples`), then write this
+            column's files for them only (e.g. predictions made for the report).
     """
 
     title: str
     folder: str | os.PathLike
     kind: str = "mask"
     threshold: float = 0.3
+    required: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in COLUMN_KINDS:
@@ -145,7 +150,7 @@ class ExampleSet:
     Rows show the image, its ground truth, then each column. The *fixed* images are spread
     evenly over the split; the *worst* are those with the lowest per-image IoU of the ranking
     column (:func:`wsss.report.examples.image_iou`), fixed ones excluded. Only images with a
-    file in every column are drawn.
+    file in every required column are drawn.
 
     Args:
         dataset: The split (images, ground truth, class names, palette).
@@ -153,8 +158,9 @@ class ExampleSet:
         title: Heading of the grids (e.g. ``"train split: seeds to pseudo masks"``).
         fixed: Number of evenly spread images.
         worst: Number of worst images (0 for none).
-        rank_by: Title of the ``mask`` or ``seed`` column ranking the worst images; default
-            the last ``mask`` column, else the last ``seed`` column, else none.
+        rank_by: Title of the required ``mask`` or ``seed`` column ranking the worst images;
+            default the last required ``mask`` column, else the last required ``seed`` column,
+            else none.
     """
 
     dataset: SegmentationDataset
@@ -178,13 +184,18 @@ class ExampleSet:
                             f"examples {self.title!r}: rank_by column {self.rank_by!r} is a "
                             f"{column.kind} column; choose a mask or seed column"
                         )
+                    if not column.required:
+                        raise ConfigError(
+                            f"examples {self.title!r}: rank_by column {self.rank_by!r} is "
+                            "optional; choose a required column (every image has its file)"
+                        )
                     return column
             titles = [c.title for c in self.columns]
             raise ConfigError(
                 f"examples {self.title!r}: rank_by {self.rank_by!r} is not a column ({titles})"
             )
         for kind in ("mask", "seed"):
-            found = [c for c in self.columns if c.kind == kind]
+            found = [c for c in self.columns if c.kind == kind and c.required]
             if found:
                 return found[-1]
         return None
