@@ -85,9 +85,10 @@ def test_tiny_demo_end_to_end_and_resume(tmp_path, monkeypatch):
     text = (out / "report.html").read_text()
     HTMLParser().feed(text)
     # threshold curves, training curves, part bars, per-class bars (seeds, affinity labels,
-    # pseudo masks, segmentation), the confusion matrices of the segmentation and of the seeds
-    # ranking the worst examples, the fixed and the worst examples
-    assert text.count("data:image/png;base64,") == 11
+    # pseudo masks, segmentation), the confusion matrices of the segmentation and of the pseudo
+    # masks ranking the worst train examples, the fixed and the worst examples of the train
+    # split (seeds to prediction) and of the val split (predictions)
+    assert text.count("data:image/png;base64,") == 13
     assert f"{results['cam']['miou']:.1f}" in text
 
     # config.yaml is the resolved pipeline configuration, loadable as such
