@@ -125,6 +125,12 @@ def test_tiny_comparison_through_the_cli(tmp_path):
     assert config["runs"]["occse"]["train"]["strategy_args"]["oc"] == str(
         RunDir(out).checkpoint("cam")
     )
+    # `wsss status` and `wsss report` know a comparison's own stage graph
+    status = CliRunner().invoke(app, ["status", str(out)])
+    assert status.exit_code == 0 and "8 done" in status.output, status.output
+    (out / "report.html").unlink()
+    assert CliRunner().invoke(app, ["report", str(out)]).exit_code == 0
+    assert "occse" in (out / "report.html").read_text()
 
 
 def test_runs_without_compare_is_an_error():
