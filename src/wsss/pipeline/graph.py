@@ -357,15 +357,23 @@ def _segmentation(g: _Graph, refined: Sequence[str]) -> None:
     g.evaluations.append(stages[-1].name)
 
 
+_STRATEGY_TITLES = {"puzzle": "Puzzle-CAM", "occse": "OC-CSE", "poc": "P-OC", "pnoc": "P-NOC"}
+
+
 def _title(config: PipelineConfig) -> str:
+    """The report's title: the stages of the run, e.g. ``CAM → LPCAM → random walk → …``."""
     rs = config.run
-    parts = [rs.strategy if rs.strategy != "vanilla" else "CAM"]
-    parts += ["LPCAM"] if rs.lpcam else []
-    parts += ["C²AM-H"] if rs.ccam else []
-    parts += ["random walk"] if config.refine.methods else []
-    parts += [config.segmentation.train.strategy_args.get("architecture", "segmentation")] * (
-        rs.segmentation
-    )
+    parts = ["CAM"]
+    if rs.strategy != "vanilla":
+        parts.append(_STRATEGY_TITLES[rs.strategy])
+    if rs.lpcam:
+        parts.append("LPCAM")
+    if rs.ccam:
+        parts.append("C²AM-H")
+    if config.refine.methods:
+        parts.append("random walk")
+    if rs.segmentation:
+        parts.append(config.segmentation.train.strategy_args.get("architecture", "segmentation"))
     data = "the synthetic benchmark" if rs.synthetic else f"{config.data.format} {rs.split}"
     return f"wsss: {' → '.join(parts)} on {data}"
 
