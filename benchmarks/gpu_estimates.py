@@ -7,8 +7,10 @@ the ``meta`` device (shapes only, no memory, no arithmetic), where
 
 - torch's ``FlopCounterMode`` counts the FLOPs (2 × multiply-adds) of one forward, and of one
   forward + backward of the summed outputs, at the stage's crop size;
-- ``saved_tensors_hooks`` sums the bytes autograd saves for the backward (float32, deduplicated
-  by storage) at the stage's batch size and crop: the activation memory of a training step.
+- ``saved_tensors_hooks`` sums the bytes autograd saves for the backward (each storage once,
+  weights excluded; in float32, and in bfloat16 for AMP: autocast does not act on meta tensors,
+  so the model and input are cast) at the stage's batch size and crop: the activation memory
+  of a training step.
 
 From those, with stated assumptions (``ASSUMPTIONS``; the effective throughput is
 ``--peak-tflops × --utilisation``), it derives GPU hours and peak GPU memory per stage for the
@@ -35,6 +37,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from gpu_estimates_report import markdown
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from wsss.models.registry import create_model
@@ -45,24 +49,27 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PRESETS = ("voc12-pnoc", "voc12-lpcam-irn", "coco14-lpcam-irn")
 GIB = 2**30
 
-# Images per split and a typical image (width × height), from the datasets' documentation.
+# Images per split, a typical image (width × height), classes per image (the COCO paper's
+# statistics: 1.4 for VOC, 3.5 for COCO) and the share of images with the commonest class.
 DATASETS: dict[str, dict[str, Any]] = {
     "voc": {
         "splits": {"train_aug": 10_582, "train": 1_464, "val": 1_449},
         "image": (500, 375),
         "classes": 20,
-        "labels_per_image": 1.5,  # present foreground classes, VOC average
+        "labels_per_image": 1.4,  # foreground classes per image
+        "largest_class_share": 0.35,  # images with a person
     },
     "coco": {
         "splits": {"train": 82_783, "val": 40_504},
         "image": (640, 480),
         "classes": 80,
-        "labels_per_image": 2.9,
+        "labels_per_image": 3.5,
+        "largest_class_share": 0.54,
     },
 }
 
 ASSUMPTIONS = {
-    "amp_activation_factor": 0.5,  # bf16 autocast halves the saved activations, roughly
+    "amp_activations": "measured with the model and input in bfloat16 (autocast's dtype)",
     "peak_temporaries": 1.3,  # peak = saved activations × this (workspaces, temporaries)
     "cuda_context_gib": 1.0,  # CUDA context + cuDNN workspace
     "sgd_state_per_param": 1,  # momentum buffer (Adam would be 2)
@@ -76,8 +83,8 @@ ASSUMPTIONS = {
     "gpu_bandwidth_gbs": 1500,  # effective HBM bandwidth for the walk's elementwise kernels
     "kmeans_tflops": 20.0,  # k-means matmuls in float32/TF32
     "kmeans_iterations": 30,  # typical; the cap is lpcam.max_iter
-    "positions_per_image_os16": "ceil(W/16) × ceil(H/16) of the typical image",
-    "affinity_crfs_per_image": 2,  # IRN: a high and a low foreground threshold
+    "lpcam_feature_dim": 2048,  # ResNet-50 layer 4
+    "affinity_crfs": 2,  # per image, IRN: a high and a low foreground threshold
 }
 
 
@@ -89,6 +96,10 @@ def tta_cost(scales: Sequence[float], flip: bool = True) -> float:
     if not scales or any(s <= 0 for s in scales):
         raise ValueError(f"scales must be positive and non-empty, got {list(scales)}")
     return (2.0 if flip else 1.0) * float(sum(s * s for s in scales))
+
+
+def _result(name: str) -> dict[str, Any]:
+    return json.loads((RESULTS / f"{name}.json").read_text())
 
 
 def _few_labels(ds: dict[str, Any]) -> int:
@@ -113,10 +124,32 @@ class ModelCost:
     fwd_flops_per_px: float  # forward FLOPs per input pixel
     step_flops_per_px: float  # forward + backward FLOPs per input pixel
     saved_bytes_per_px: float  # float32 bytes autograd saves per input pixel (training)
+    saved_bytes_per_px_bf16: float  # the same with the model and input in bfloat16
+
+
+def _saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes autograd saves for the backward of ``model(x)``: each storage once, weights
+    excluded (they are counted with the optimiser state)."""
+    weights = {p.untyped_storage()._cdata for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        key = t.untyped_storage()._cdata
+        if key not in weights:
+            seen[key] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(seen.values())
 
 
 def measure_model(kind: str, crop: int, batch: int = 2, **kwargs: Any) -> ModelCost:
-    """FLOPs and saved activations of ``create_model(kind, **kwargs)`` on the meta device."""
+    """FLOPs and saved activations of ``create_model(kind, **kwargs)`` on the meta device.
+
+    The bfloat16 pass stands in for autocast, which does not act on meta tensors: under bf16
+    autocast the convolutions' outputs, hence nearly all saved activations, are bf16.
+    """
     with torch.device("meta"):
         model = create_model(kind, **kwargs)
     model.train()
@@ -126,21 +159,14 @@ def measure_model(kind: str, crop: int, batch: int = 2, **kwargs: Any) -> ModelC
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         model(x)
     fwd = fc.get_total_flops()
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        seen[t.untyped_storage()._cdata] = t.untyped_storage().nbytes()
-        return t
-
+    saved = _saved_bytes(model, x)
     with FlopCounterMode(display=False) as fc:
-        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            out = model(x)
-        loss = sum(t.float().sum() for t in _tensors(out) if t.requires_grad)
+        loss = sum(t.float().sum() for t in _tensors(model(x)) if t.requires_grad)
         loss.backward()
+    step = fc.get_total_flops()
+    saved_bf16 = _saved_bytes(model.to(torch.bfloat16), x.to(torch.bfloat16))
     px = batch * crop * crop
-    return ModelCost(
-        params, trainable, fwd / px, fc.get_total_flops() / px, sum(seen.values()) / px
-    )
+    return ModelCost(params, trainable, fwd / px, step / px, saved / px, saved_bf16 / px)
 
 
 def _crf_seconds(n_labels: int, iterations: int, preset: str, size: tuple[int, int]) -> float:
@@ -168,7 +194,7 @@ def _crf_seconds(n_labels: int, iterations: int, preset: str, size: tuple[int, i
 
 
 class Estimator:
-    """Turns the stage graph of one preset into per-stage estimates."""
+    """Turns the stage graph of one preset into per-stage estimates (rows of a table)."""
 
     def __init__(self, preset: str, tflops: float, crf: dict[str, float]) -> None:
         self.preset, self.tflops, self.crf = preset, tflops, crf
@@ -177,16 +203,31 @@ class Estimator:
         self.ds = DATASETS[self.config.data.format]
         self.rows: list[dict[str, Any]] = []
         self._models: dict[tuple, ModelCost] = {}
-        strat = json.loads((RESULTS / "strategy_cost.json").read_text())["strategies"]
-        ccam = json.loads((RESULTS / "ccam_cost.json").read_text())["tasks"]
-        self.step_ratio = {k: v["ratio"] for k, v in strat.items()}
-        self.ccam_ratio = {k: v["ratio"] for k, v in ccam.items()}
+        self.step_ratio = {k: v["ratio"] for k, v in _result("strategy_cost")["strategies"].items()}
+        self.ccam_ratio = {k: v["ratio"] for k, v in _result("ccam_cost")["tasks"].items()}
 
     def model(self, kind: str, crop: int, **kw: Any) -> ModelCost:
         key = (kind, crop, tuple(sorted(kw.items())))
         if key not in self._models:
             self._models[key] = measure_model(kind, crop, **kw)
         return self._models[key]
+
+    def net(self, c: Any) -> tuple[str, ModelCost]:
+        """The network a training configuration trains, measured at its crop size."""
+        task, m = c.train.task, c.model
+        kw: dict[str, Any] = {"backbone": m.backbone}
+        if task == "cam":
+            kind, kw["num_classes"] = "cam_classifier", self.ds["classes"]
+        elif task == "ccam":
+            kind = "ccam"
+        elif task == "boundary":
+            return "boundary_net", self.model("boundary_net", c.data.crop_size, **kw)
+        elif task == "segmentation":
+            kind = c.train.strategy_args.get("architecture", "deeplabv3plus")
+            kw["num_classes"] = self.ds["classes"] + 1
+        else:
+            raise ValueError(f"no estimate for train.task={task}")
+        return kind, self.model(kind, c.data.crop_size, output_stride=m.output_stride, **kw)
 
     def images(self, split: str) -> int:
         return self.ds["splits"][split]
@@ -196,22 +237,31 @@ class Estimator:
         w, h = self.ds["image"]
         return w * h
 
+    @property
+    def image_text(self) -> str:
+        return "{}×{} image".format(*self.ds["image"])
+
     def gpu_hours(self, flops: float) -> float:
         return flops / (self.tflops * 1e12) / 3600
 
-    def _state_gib(self, m: ModelCost, frozen_extra: int = 0, trained_extra: int = 0) -> float:
-        a = ASSUMPTIONS
+    @staticmethod
+    def state_gib(m: ModelCost, frozen_extra: int = 0, trained_extra: int = 0) -> float:
+        """Float32 weights, plus gradients and SGD momentum of the trained ones."""
         trained = m.trainable + trained_extra
         frozen = m.params - m.trainable + frozen_extra
-        return (trained * (2 + a["sgd_state_per_param"]) + frozen) * 4 / GIB
+        return (trained * (2 + ASSUMPTIONS["sgd_state_per_param"]) + frozen) * 4 / GIB
 
-    def _infer_mem(self, m: ModelCost, pixels: float) -> float:
-        # No-grad inference keeps a few live activations, not the saved set: ~15 % of it
-        # (the ratio of the CPU-measured 296 MB/Mpx of ResNet-50 OS16 inference, cam_tta.py,
-        # to the saved bytes per Mpx measured here in float32).
-        return (m.params * 4 + 0.15 * m.saved_bytes_per_px * pixels) / GIB + ASSUMPTIONS[
-            "cuda_context_gib"
-        ]
+    def infer_gib(self, m: ModelCost, pixels: float) -> float:
+        """GPU memory of no-grad inference on ``pixels`` input pixels at once.
+
+        Calibrated on the one inference measurement there is: ResNet-50 OS16 map inference on
+        the CPU rises by 296 MB per Mpx of its largest input (``cam_tta_memory_resnet50.json``);
+        another model is scaled by its saved-activation bytes per pixel relative to that one.
+        """
+        ref = self.model("cam_classifier", 512, backbone="resnet50", num_classes=20)
+        mb_per_mpx = _result("cam_tta_memory_resnet50")["mb_per_input_mpx"]
+        live = mb_per_mpx * 2**20 / 1e6 * m.saved_bytes_per_px / ref.saved_bytes_per_px
+        return (m.params * 4 + live * pixels) / GIB + ASSUMPTIONS["cuda_context_gib"]
 
     def add(self, stage: str, what: str, m: ModelCost | None, **row: Any) -> None:
         base = {"stage": stage, "what": what}
@@ -219,259 +269,193 @@ class Estimator:
             base |= {"params_m": m.params / 1e6, "trainable_m": m.trainable / 1e6}
         self.rows.append(base | row)
 
+    def inference(
+        self,
+        stage: Any,
+        m: ModelCost,
+        n: int,
+        what: str,
+        forwards: float,
+        peak_px: float,
+        **row: Any,
+    ) -> None:
+        """A stage of ``forwards`` image-sized forwards on each of ``n`` images."""
+        flops = n * self.image_px * forwards * m.fwd_flops_per_px
+        self.add(
+            stage.name, what, m,
+            gflops_per_img=m.fwd_flops_per_px * self.image_px / 1e9, input=self.image_text,
+            forwards_per_img=forwards, peak_gib=self.infer_gib(m, peak_px), flops=flops,
+            gpu_hours=self.gpu_hours(flops) + row.pop("extra_gpu_hours", 0.0), **row,
+        )  # fmt: skip
+
     # -------------------------------------------------------------------------- stages
 
     def train(self, s: Any) -> None:
-        c = s.config
-        task, crop, batch = c.train.task, c.data.crop_size, c.train.batch_size
-        n = self.images(c.data.split) * c.train.epochs
-        a = ASSUMPTIONS
-        frozen_extra = trained_extra = 0
-        if task == "cam":
-            m = self.model(
-                "cam_classifier",
-                crop,
-                backbone=c.model.backbone,
-                num_classes=self.ds["classes"],
-                output_stride=c.model.output_stride,
-            )
+        c, a = s.config, ASSUMPTIONS
+        crop, batch, epochs = c.data.crop_size, c.train.batch_size, c.train.epochs
+        kind, m = self.net(c)
+        mult, act, frozen_extra, trained_extra = 1.0, 1, 0, 0
+        what = f"{kind}, {c.model.backbone}"
+        if c.train.task == "cam":
             strategy = c.train.strategy
             mult = self.step_ratio.get(strategy, 1.0)
             act = a["strategy_activation_factor"].get(strategy, 1)
-            if strategy in ("occse", "poc", "pnoc"):
-                frozen_extra = m.params  # the ordinary classifier (OC)
-            if strategy == "pnoc":
-                trained_extra = m.params  # the NOC, trained in its own phase
-            what = f"{strategy} classifier, {c.model.backbone} OS{c.model.output_stride}"
-        elif task == "ccam":
-            m = self.model(
-                "ccam", crop, backbone=c.model.backbone, output_stride=c.model.output_stride
-            )
+            frozen_extra = m.params if strategy in ("occse", "poc", "pnoc") else 0  # the OC
+            trained_extra = m.params if strategy == "pnoc" else 0  # the NOC, its own phase
+            what = f"{strategy} {what}"
+        elif c.train.task == "ccam":
             hinted = c.train.strategy_args.get("hints") is not None
             mult = self.ccam_ratio["ccam_h" if hinted else "ccam"]
-            act, what = 1, f"C²AM{'-H' if hinted else ''}, {c.model.backbone}"
-        elif task == "boundary":
-            m = self.model("boundary_net", crop, backbone=c.model.backbone)
-            mult, act, what = 1.0, 1, f"IRN boundary branch on a frozen {c.model.backbone}"
-        elif task == "segmentation":
-            arch = c.train.strategy_args.get("architecture", "deeplabv3plus")
-            m = self.model(
-                arch,
-                crop,
-                backbone=c.model.backbone,
-                num_classes=self.ds["classes"] + 1,
-                output_stride=c.model.output_stride,
-            )
-            mult, act = 1.0, 1
-            what = f"{arch}, {c.model.backbone} OS{c.model.output_stride}"
-        else:
-            raise ValueError(f"no estimate for train.task={task}")
-        flops = n * crop * crop * m.step_flops_per_px * mult
-        saved = m.saved_bytes_per_px * crop * crop * batch * act / max(c.train.accumulate, 1)
-        amp = a["amp_activation_factor"] if c.train.amp else 1.0
-        mem = (
-            saved * amp * a["peak_temporaries"] / GIB
-            + self._state_gib(m, frozen_extra, trained_extra)
-            + a["cuda_context_gib"]
-        )
+            what = f"C²AM{'-H' if hinted else ''}, {c.model.backbone}"
+        elif c.train.task == "boundary":
+            what = f"IRN boundary branch on a frozen {c.model.backbone}"
+        if kind != "boundary_net":
+            what += f" OS{c.model.output_stride}"
+        n = self.images(c.data.split)
+        flops = epochs * n * crop * crop * m.step_flops_per_px * mult
+        # Validation: classifiers at the crop size (long side resized, padded square); the
+        # segmentation and saliency networks one forward at each image's own size.
+        vals = epochs // c.train.val_every if c.data.val_split and c.train.val_every else 0
+        val_n = self.images(c.data.val_split) if vals else 0
+        val_px = crop * crop if c.train.task == "cam" else self.image_px
+        val_flops = vals * val_n * val_px * m.fwd_flops_per_px
+        per_px = m.saved_bytes_per_px_bf16 if c.train.amp else m.saved_bytes_per_px
+        saved = per_px * crop * crop * batch * act / max(c.train.accumulate, 1)
+        state = self.state_gib(m, frozen_extra, trained_extra)
         self.add(
             s.name,
-            f"train {what}; {c.train.epochs} ep × {self.images(c.data.split)} img, "
-            f"batch {batch} of {crop}²" + (f", step × {mult:.2f}" if mult != 1 else ""),
+            f"train {what}; {epochs} ep × {n} img, batch {batch} of {crop}²"
+            + (f", step × {mult:.2f}" if mult != 1 else "")
+            + (f"; {vals} validations of {val_n} img" if vals else ""),
             m,
             gflops_per_img=m.fwd_flops_per_px * crop * crop / 1e9,
             input=f"{crop}×{crop} crop",
             step_multiplier=mult,
-            activations_fp32_gib=saved / GIB,
-            state_gib=self._state_gib(m, frozen_extra, trained_extra),
-            peak_gib=mem,
-            flops=flops,
-            gpu_hours=self.gpu_hours(flops),
+            activation_factor=act,
+            activations_gib=saved / GIB,
+            activations_dtype="bfloat16" if c.train.amp else "float32",
+            state_gib=state,
+            peak_gib=saved * a["peak_temporaries"] / GIB + state + a["cuda_context_gib"],
+            flops=flops + val_flops,
+            validation_gpu_hours=self.gpu_hours(val_flops),
+            gpu_hours=self.gpu_hours(flops + val_flops),
         )
 
-    def maps(self, s: Any, train_cfg: dict[str, Any]) -> None:
-        c = train_cfg[s.classifier]
-        kind = "ccam" if s.map_method == "ccam" else "cam_classifier"
-        kw = {"num_classes": self.ds["classes"]} if kind == "cam_classifier" else {}
-        m = self.model(
-            kind,
-            c.data.crop_size,
-            backbone=c.model.backbone,
-            output_stride=c.model.output_stride,
-            **kw,
-        )
-        n = self.images(s.data.split)
-        cost = tta_cost(s.scales)
-        flops = n * self.image_px * cost * m.fwd_flops_per_px
-        self.add(
-            s.name,
-            f"{s.map_method} maps of {n} img, scales {list(s.scales)} × flip "
-            f"({cost:g} image-sized forwards)",
-            m,
-            gflops_per_img=m.fwd_flops_per_px * self.image_px / 1e9,
-            input=f"{self.ds['image'][0]}×{self.ds['image'][1]} image",
-            tta_forwards=cost,
-            peak_gib=self._infer_mem(m, ASSUMPTIONS["inference_pixels_per_call"]),
-            flops=flops,
-            gpu_hours=self.gpu_hours(flops),
-        )
+    def maps(self, s: Any, c: Any) -> None:
+        _, m = self.net(c)
+        n, cost = self.images(s.data.split), tta_cost(s.scales)
+        what = f"{s.map_method} maps of {n} img, scales {list(s.scales)} × flip"
+        self.inference(s, m, n, what, cost, ASSUMPTIONS["inference_pixels_per_call"])
 
-    def lpcam_fit(self, s: Any, train_cfg: dict[str, Any]) -> None:
-        c = train_cfg[s.classifier]
-        m = self.model(
-            "cam_classifier",
-            c.data.crop_size,
-            backbone=c.model.backbone,
-            num_classes=self.ds["classes"],
-            output_stride=c.model.output_stride,
-        )
+    def lpcam_fit(self, s: Any, c: Any) -> None:
+        _, m = self.net(c)
+        a, pc, ds = ASSUMPTIONS, s.config, self.ds
         n = self.images(s.data.split)
-        pc = s.config
-        w, h = self.ds["image"]
-        positions = -(-w // 16) * -(-h // 16)
-        per_class = n * self.ds["labels_per_image"] / self.ds["classes"]
+        stride = c.model.output_stride
+        positions = -(-ds["image"][0] // stride) * -(-ds["image"][1] // stride)
+        # A class's two sets together hold every position of the images that have the class.
+        per_class = n * ds["labels_per_image"] / ds["classes"]
+        largest = n * ds["largest_class_share"]
         if pc.per_class is not None:
-            per_class = min(per_class, pc.per_class)
-        feats = per_class * positions  # one class's two sets together (foreground + context)
+            per_class, largest = min(per_class, pc.per_class), min(largest, pc.per_class)
+        feats, big = per_class * positions, largest * positions
         if pc.max_features is not None:
-            feats = min(feats, 2 * pc.max_features)
-        dim = 2048
-        fwd = n * self.image_px * m.fwd_flops_per_px
-        km = self.ds["classes"] * 2 * feats * dim * pc.k * ASSUMPTIONS["kmeans_iterations"]
-        gpu_h = self.gpu_hours(fwd) + km / (ASSUMPTIONS["kmeans_tflops"] * 1e12) / 3600
-        # The largest class holds several times the mean; VOC person ≈ 5×, COCO person ≈ 15×.
-        largest = 5 if self.config.data.format == "voc" else 15
-        set_gib = min(feats * largest, n * positions) * dim * 4 / GIB
-        # Host memory: every set of the classes of one pass is kept (on the CPU) until the
-        # pass ends (classes_per_pass None: all classes in one pass).
-        per_pass = pc.classes_per_pass or self.ds["classes"]
-        host_gib = feats * per_pass * dim * 4 / GIB + set_gib
-        self.add(
-            s.name,
+            feats, big = min(feats, 2 * pc.max_features), min(big, 2 * pc.max_features)
+        dim = a["lpcam_feature_dim"]
+        km = ds["classes"] * feats * dim * pc.k * 2 * a["kmeans_iterations"]
+        set_gib = big * dim * 4 / GIB
+        per_pass = pc.classes_per_pass or ds["classes"]
+        host_gib = feats * per_pass * dim * 4 / GIB + set_gib  # + one concatenation copy
+        kmeans = next(r for r in _result("lpcam_kmeans")["rows"] if r["method"] == "wsss-reference")
+        cpu_km = ds["classes"] * feats * kmeans["seconds_per_iter"] / kmeans["n"]
+        cpu_km *= a["kmeans_iterations"] / 3600
+        self.inference(
+            s, m, n,
             f"LPCAM features of {n} img (scale 1) + cosine k-means (k={pc.k}, "
-            f"{self.ds['classes']} classes × 2 sets, ~{ASSUMPTIONS['kmeans_iterations']} it.)",
-            m,
-            gflops_per_img=m.fwd_flops_per_px * self.image_px / 1e9,
-            input=f"{w}×{h} image",
-            kmeans_flops=km,
-            feature_set_gib_largest_class=set_gib,
-            host_ram_gib=host_gib,
-            peak_gib=set_gib + self._infer_mem(m, self.image_px),
-            flops=fwd + km,
-            gpu_hours=gpu_h,
+            f"{ds['classes']} classes × 2 sets, ~{a['kmeans_iterations']} it.)",
+            1.0, 0.0,
+            extra_gpu_hours=km / (a["kmeans_tflops"] * 1e12) / 3600,
+            kmeans_flops=km, largest_class_features_gib=set_gib, host_ram_gib=host_gib,
             note=f"host RAM ≈ {host_gib:,.0f} GiB: the features of every class of a pass "
-            f"({per_pass} classes; lpcam.classes_per_pass) stay on the CPU until the pass ends, "
-            f"≈ {feats * dim * 4 / GIB:,.1f} GiB per class on average; the largest class's "
-            f"≈ {set_gib:,.0f} GiB go to the GPU for k-means (the peak column). "
-            "lpcam.per_class / lpcam.max_features cap both",
-        )
+            f"({per_pass} classes; lpcam.classes_per_pass) stay on the CPU until the pass "
+            f"ends, ≈ {feats * dim * 4 / GIB:,.1f} GiB per class on average; the largest "
+            f"class's (≤ {set_gib:,.0f} GiB) go to the GPU for k-means (in the peak column). "
+            "lpcam.per_class / lpcam.max_features cap both. The same k-means on one CPU core: "
+            f"≈ {cpu_km:,.1f} h (lpcam_kmeans.json's seconds per iteration and feature)",
+        )  # fmt: skip
+        self.rows[-1]["peak_gib"] += set_gib
 
     def affinity(self, s: Any) -> None:
-        n = self.images(s.data.split)
-        labels = _few_labels(self.ds)
-        crfs = ASSUMPTIONS["affinity_crfs_per_image"]
-        per = self.crf.get(f"seeds_{labels}", float("nan")) * crfs
+        n, labels = self.images(s.data.split), _few_labels(self.ds)
+        per = self.crf.get(f"seeds_{labels}", float("nan")) * ASSUMPTIONS["affinity_crfs"]
         cpu_h = n * per / 3600 if s.crf else 0.0
         self.add(
             s.name,
-            f"affinity labels of {n} img"
-            + (" with 2 dense CRFs each (CPU)" if s.crf else " (CPU)"),
+            f"affinity labels of {n} img" + (", 2 dense CRFs each (CPU)" if s.crf else " (CPU)"),
             None,
             cpu_core_hours=cpu_h,
             gpu_hours=0.0,
-            note=f"CPU: {s.workers} workers ⇒ ≈ {cpu_h / max(s.workers, 1):.2f} h wall",
+            note=f"{s.workers} CPU workers: ≈ {cpu_h / max(s.workers, 1):.1f} h wall",
         )
 
-    def random_walk(self, s: Any, boundary_cfg: Any) -> None:
-        m = self.model(
-            "boundary_net", boundary_cfg.data.crop_size, backbone=boundary_cfg.model.backbone
-        )
-        n = self.images(s.data.split)
+    def random_walk(self, s: Any, c: Any) -> None:
+        _, m = self.net(c)
+        a, n, batch = ASSUMPTIONS, self.images(s.data.split), s.batch_size
         side = s.pad_to or max(self.ds["image"])
-        fwd = n * 2 * side * side * m.fwd_flops_per_px  # boundary map with flip at pad_to
-        grid = (side // 4) ** 2
-        k = self.ds["labels_per_image"] + 1
-        a = ASSUMPTIONS
-        steps = 2**s.exp_times
-        kernels = 71  # pad + zeros + 69 neighbour products per step
-        batch = s.batch_size
-        bytes_per_kernel = 3 * batch * k * grid * 4
-        per_kernel = max(
-            a["walk_kernel_launch_s"], bytes_per_kernel / (a["gpu_bandwidth_gbs"] * 1e9)
-        )
+        # Per step: a pad, a zero fill and 69 neighbour products on batch × K × grid floats.
+        steps, kernels = 2**s.exp_times, 71
+        moved = 3 * batch * (self.ds["labels_per_image"] + 1) * (side // 4) ** 2 * 4
+        per_kernel = max(a["walk_kernel_launch_s"], moved / (a["gpu_bandwidth_gbs"] * 1e9))
         walk_s = n / batch * steps * kernels * per_kernel
-        gpu_h = self.gpu_hours(fwd) + walk_s / 3600
-        labels = _few_labels(self.ds)
-        cpu_h = n * self.crf.get(f"rw_{labels}", float("nan")) / 3600 if s.crf else 0.0
+        cpu_h = n * self.crf.get(f"rw_{_few_labels(self.ds)}", float("nan")) / 3600
+        flops = n * 2 * side * side * m.fwd_flops_per_px
         self.add(
             s.name,
-            f"boundary maps (flip, padded to {side}²) + sparse random walk "
-            f"({steps} steps, batch {batch}) of {n} img"
-            + (" + 1-iteration CRF (CPU)" if s.crf else ""),
+            f"boundary maps (flip, padded to {side}²) + sparse random walk ({steps} steps, "
+            f"batch {batch}) of {n} img" + (" + 1-iteration CRF (CPU)" if s.crf else ""),
             m,
             gflops_per_img=2 * side * side * m.fwd_flops_per_px / 1e9,
             input=f"{side}×{side} padded image, flip",
             walk_gpu_seconds=walk_s,
-            cpu_core_hours=cpu_h,
-            peak_gib=self._infer_mem(m, 2 * side * side * batch),
-            flops=fwd,
-            gpu_hours=gpu_h,
+            cpu_core_hours=cpu_h if s.crf else 0.0,
+            peak_gib=self.infer_gib(m, 2 * side * side * batch),
+            flops=flops,
+            gpu_hours=self.gpu_hours(flops) + walk_s / 3600,
         )
 
-    def predict(self, s: Any, seg_cfg: Any) -> None:
-        c = seg_cfg
-        arch = c.train.strategy_args.get("architecture", "deeplabv3plus")
-        m = self.model(
-            arch,
-            c.data.crop_size,
-            backbone=c.model.backbone,
-            num_classes=self.ds["classes"] + 1,
-            output_stride=c.model.output_stride,
-        )
-        n = self.images(s.data.split)
-        inf = s.infer
-        cost = tta_cost(inf.scales, inf.flip)
-        flops = n * self.image_px * cost * m.fwd_flops_per_px
-        labels = self.ds["classes"] + 1
+    def predict(self, s: Any, c: Any) -> None:
+        kind, m = self.net(c)
+        n, inf = self.images(s.data.split), s.infer
+        cost, labels = tta_cost(inf.scales, inf.flip), self.ds["classes"] + 1
         cpu_h = n * self.crf.get(f"deeplab_{labels}", float("nan")) / 3600 if inf.crf else 0.0
-        biggest = max(inf.scales) ** 2 * self.image_px * (2 if inf.flip else 1)
-        self.add(
-            s.name,
-            f"segmentation of {n} {s.data.split} img, scales {list(inf.scales)}"
-            f"{' × flip' if inf.flip else ''} ({cost:g} forwards)"
-            + (f" + dense CRF, {labels} labels (CPU)" if inf.crf else ""),
-            m,
-            gflops_per_img=m.fwd_flops_per_px * self.image_px / 1e9,
-            input=f"{self.ds['image'][0]}×{self.ds['image'][1]} image",
-            tta_forwards=cost,
-            cpu_core_hours=cpu_h,
-            peak_gib=self._infer_mem(m, biggest),
-            flops=flops,
-            gpu_hours=self.gpu_hours(flops),
+        what = (
+            f"{kind} on {n} {s.data.split} img, scales {list(inf.scales)}"
+            + (" × flip" if inf.flip else "")
+            + (f" + dense CRF, {labels} labels (CPU)" if inf.crf else "")
         )
+        biggest = max(inf.scales) ** 2 * self.image_px * (2 if inf.flip else 1)
+        self.inference(s, m, n, what, cost, biggest, cpu_core_hours=cpu_h)
 
     def run(self) -> list[dict[str, Any]]:
-        train_cfg = {
-            s.classifier: s.config
-            for s in self.pipeline.stages
-            if type(s).__name__ in ("TrainStage", "_BoundaryTrainStage")
-        }
-        for s in self.pipeline.stages:
+        stages = self.pipeline.stages
+        cfg = {s.classifier: s.config for s in stages if hasattr(s, "classifier")
+               and hasattr(getattr(s, "config", None), "train")}  # fmt: skip
+        for s in stages:
             kind = type(s).__name__
             if kind in ("TrainStage", "_BoundaryTrainStage"):
                 self.train(s)
             elif kind == "MapsStage":
-                self.maps(s, train_cfg)
+                self.maps(s, cfg[s.classifier])
             elif kind == "PrototypeStage":
-                self.lpcam_fit(s, train_cfg)
+                self.lpcam_fit(s, cfg[s.classifier])
             elif kind == "AffinityStage":
                 self.affinity(s)
             elif kind == "RandomWalkStage":
-                self.random_walk(s, train_cfg[s.boundary])
+                self.random_walk(s, cfg[s.boundary])
             elif kind == "SegmentationStage":
-                self.predict(s, train_cfg[s.network])
+                self.predict(s, cfg[s.network])
             else:
-                self.add(s.name, "scoring / report (CPU, minutes)", None, gpu_hours=0.0)
+                self.add(s.name, "scoring / report (CPU)", None, gpu_hours=0.0)
         return self.rows
 
 
@@ -486,67 +470,6 @@ def measure_crf(fmt: str) -> dict[str, float]:
     }
     print(fmt, "CRF seconds:", {k: round(v, 3) for k, v in out.items()})
     return out
-
-
-def _fmt(x: Any, digits: int = 1) -> str:
-    if x is None or (isinstance(x, float) and np.isnan(x)):
-        return "–"
-    return f"{x:,.{digits}f}"
-
-
-def _hours(row: dict[str, Any]) -> str:
-    gpu = row.get("gpu_hours", 0.0)
-    text = "–" if not gpu else (f"{gpu:.2f}" if gpu >= 0.01 else "< 0.01")
-    cpu = row.get("cpu_core_hours")
-    if cpu:
-        text += f" + {cpu:.1f} CPU core-h"
-    return text
-
-
-def markdown(results: dict[str, Any]) -> str:
-    a = results["assumptions"]
-    lines = [
-        "# GPU time and memory per stage (estimates)",
-        "",
-        "**Every number is an estimate from the model sizes; none was measured on a GPU.** "
-        "Generated by `benchmarks/gpu_estimates.py`. FLOPs and saved activations are counted "
-        "on models built on torch's meta device at each stage's input size; GPU hours = "
-        f"FLOPs ÷ {results['effective_tflops']:.0f} TFLOP/s effective "
-        f"({results['peak_tflops']:.0f} peak × {results['utilisation']:.0%} utilisation, "
-        "bf16 AMP), data loading and validation excluded. Peak memory of a training stage = "
-        f"float32 saved activations × {a['amp_activation_factor']} (AMP) × "
-        f"{a['peak_temporaries']} (temporaries) + weights, gradients and SGD momentum (float32) + "
-        f"{a['cuda_context_gib']:g} GiB context. Test-time augmentation costs "
-        "(1 + flip) × Σ scale² image-sized forwards. CAM strategies' steps cost the measured CPU "
-        "ratio to a vanilla step (`results/strategy_cost.json`, `results/ccam_cost.json`). "
-        "CPU stages (dense CRF) use one measurement of pydensecrf on a random image, one core "
-        f"({results['crf_seconds']}).",
-        "",
-    ]
-    for preset, rows in results["presets"].items():
-        total = sum(r.get("gpu_hours", 0.0) for r in rows)
-        cpu = sum(r.get("cpu_core_hours", 0.0) or 0.0 for r in rows)
-        lines += [
-            f"## {preset}",
-            "",
-            "| stage | what runs | params (M) | GFLOPs/img (input) | peak GPU memory (GiB) "
-            "| GPU hours |",
-            "|---|---|---:|---:|---:|---:|",
-        ]
-        for r in rows:
-            gfl = r.get("gflops_per_img")
-            gfl_text = f"{gfl:,.0f} ({r['input']})" if gfl is not None else "–"
-            lines.append(
-                f"| {r['stage']} | {r['what']} | {_fmt(r.get('params_m'))} | {gfl_text} "
-                f"| {_fmt(r.get('peak_gib'))} | {_hours(r)} |"
-            )
-        lines += [
-            f"| **total** | | | | | **{total:.1f}** + {cpu:.1f} CPU core-h |",
-            "",
-        ]
-        notes = [f"- {r['stage']}: {r['note']}" for r in rows if r.get("note")]
-        lines += notes + ([""] if notes else [])
-    return "\n".join(lines)
 
 
 def main() -> None:
