@@ -2,7 +2,7 @@
 
 Nothing here runs on a GPU. For each preset (``voc12-pnoc``, ``voc12-lpcam-irn``,
 ``coco14-lpcam-irn``) the stage graph is built from the preset
-(:func:`wsss.pipeline.graph.build_pipeline`) and every network it trains or runs is built on
+(:func:`wsss.pipeline.build_pipeline`) and every network it trains or runs is built on
 the ``meta`` device (shapes only, no memory, no arithmetic), where
 
 - torch's ``FlopCounterMode`` counts the FLOPs (2 × multiply-adds) of one forward, and of one
@@ -42,7 +42,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from wsss.models.registry import create_model
-from wsss.pipeline.graph import build_pipeline, run_config
+from wsss.pipeline import build_pipeline, run_config
 from wsss.pipeline.rundir import RunDir
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -320,11 +320,12 @@ class Estimator:
         val_px = crop * crop if c.train.task == "cam" else self.image_px
         val_flops = vals * val_n * val_px * m.fwd_flops_per_px
         per_px = m.saved_bytes_per_px_bf16 if c.train.amp else m.saved_bytes_per_px
-        saved = per_px * crop * crop * batch * act / max(c.train.accumulate, 1)
+        saved = per_px * crop * crop * batch * act  # train.batch_size is one micro-batch
         state = self.state_gib(m, frozen_extra, trained_extra)
         self.add(
             s.name,
             f"train {what}; {epochs} ep × {n} img, batch {batch} of {crop}²"
+            + (f" × {c.train.accumulate} accumulated" if c.train.accumulate > 1 else "")
             + (f", step × {mult:.2f}" if mult != 1 else "")
             + (f"; {vals} validations of {val_n} img" if vals else ""),
             m,
@@ -358,6 +359,7 @@ class Estimator:
         largest = n * ds["largest_class_share"]
         if pc.per_class is not None:
             per_class, largest = min(per_class, pc.per_class), min(largest, pc.per_class)
+            n = min(n, ds["classes"] * pc.per_class)  # only the sampled images' features
         feats, big = per_class * positions, largest * positions
         if pc.max_features is not None:
             feats, big = min(feats, 2 * pc.max_features), min(big, 2 * pc.max_features)
@@ -371,7 +373,7 @@ class Estimator:
         cpu_km *= a["kmeans_iterations"] / 3600
         self.inference(
             s, m, n,
-            f"LPCAM features of {n} img (scale 1) + cosine k-means (k={pc.k}, "
+            f"LPCAM features of {n:,} img (scale 1) + cosine k-means (k={pc.k}, "
             f"{ds['classes']} classes × 2 sets, ~{a['kmeans_iterations']} it.)",
             1.0, 0.0,
             extra_gpu_hours=km / (a["kmeans_tflops"] * 1e12) / 3600,
