@@ -12,8 +12,10 @@ logits at input resolution, ``K = C + 1`` classes with background at index 0:
 Cost on VOC-size inputs, estimated from the model sizes (not timed on a GPU). "GFLOPs" are
 2 × multiply-adds of one 512×512 forward (torch's flop counter); "activations" are the bytes
 autograd saves for a training forward of 16 crops of 512×512 in float32 (measured on the CPU at
-a smaller size and scaled; mixed precision roughly halves them, and the peak adds temporaries,
-about 1.3×); "optimiser" is weights + gradients + SGD momentum::
+a smaller size and scaled, counting a tensor saved twice twice: an upper bound; mixed precision
+roughly halves them, and the peak adds temporaries, about 1.3×); "optimiser" is weights +
+gradients + SGD momentum. ``benchmarks/gpu_estimates.py`` counts each saved storage once, on the
+meta device, for every stage of the pipeline presets::
 
     model                         params    GFLOPs/img   activations/16   optimiser
     deeplabv3plus, resnet50       39.2 M        99          ≈ 14 GiB       0.4 GiB
