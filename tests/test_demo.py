@@ -120,7 +120,7 @@ def test_tiny_demo_end_to_end_and_resume(tmp_path, monkeypatch):
     segmentation = ["train_segmentation", "predict_segmentation", "eval_segmentation"]
     assert pending("lpcam.k=3") == [*lpcam_stages, *lpcam_refine, *segmentation, "report"]
     assert pending("refine.exp_times=7") == ["rw_cam", "rw_lpcam", *segmentation, "report"]
-    assert pending("segmentation.infer.flip=false") == segmentation[1:] + ["report"]
+    assert pending("segmentation.infer.flip=false") == [*segmentation[1:], "report"]
     assert pending("eval.threshold=0.25") == ["eval_cam", "eval_lpcam", "eval_lpcam_f", "report"]
     assert pending("train.epochs=2")[0] == "train_cam"
     assert pending("synth.seed=1")[0] == "data"
