@@ -1,12 +1,13 @@
 """Why Puzzle-CAM loses body recall on the synthetic benchmark: what the tiles see.
 
 Puzzle-CAM pulls a classifier's full-image maps ``A`` towards ``A_re``, the maps of the image's
-four quarters merged back (METHODS.md §2). On the synthetic benchmark a body carries almost no
-evidence of its class (its texture is shared by a pair of classes; only a 4 % tint separates
-them), so a quarter that holds part of a body but not its head gives the tile network little
-reason to fire there. This script measures that on trained classifiers, on the inputs they were
-trained on (long side resized to 104 px, the middle of the training range, then padded or
-centre-cropped to the 96-px training crop):
+four quarters merged back (METHODS.md §2). On the synthetic benchmark a body carries little
+evidence of its class (its texture is shared by a pair of classes; only a tint of the class
+colour, 4 % on ``hard-bodies`` and 11 % by default, separates them), so a quarter that holds
+part of a body but not its head gives the tile network little reason to fire there. This
+script measures that on trained classifiers, on the inputs they were trained on (long side
+resized to 104 px, the middle of the training range, then padded or centre-cropped to the
+96-px training crop):
 
 - ``share``: which fraction of an object's body pixels lie in a quarter without its head;
 - the mean of ``ReLU(A)`` and of ``ReLU(A_re)`` of the true class on head, near-body and far-body

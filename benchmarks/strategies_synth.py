@@ -19,6 +19,7 @@ Usage::
 
     python benchmarks/strategies_synth.py --out runs/strategies-synth   # all (~1 h on 2 cores)
     python benchmarks/strategies_synth.py --runs cam puzzle               # a subset
+    python benchmarks/strategies_synth.py --preset hard-bodies-compare    # the old benchmark
     python benchmarks/strategies_synth.py --out /tmp/quick train.epochs=1 synth.train=64 \\
         synth.val=8                                                       # a smoke test
 """
@@ -37,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/strategies-synth"))
     parser.add_argument("--data", type=Path, default=None, help="benchmark folder [<out>/data]")
     parser.add_argument("--runs", nargs="+", choices=list(COMPARISON_RUNS), default=None)
+    parser.add_argument(
+        "--preset",
+        default="demo-compare",
+        help="pipeline preset [demo-compare; hard-bodies-compare]",
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     args = parser.parse_args(argv)
 
@@ -48,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out,
         args.data,
         args.runs,
-        comparison_config(args.overrides),
+        comparison_config(args.overrides, preset=args.preset),
         on_stage=report,
         progress=args.progress,
     )

@@ -23,6 +23,7 @@ TINY = [
     "synth.val=0",
     "synth.size_min=64",
     "synth.size_max=80",
+    "synth.head_size=[10,20]",  # heads must fit a 64-px image (size_min // 3)
     "data.val_split=null",
     "data.crop_size=64",
     "data.resize_long=[64,80]",

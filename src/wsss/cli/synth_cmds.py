@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from wsss.cli.options import escape, set_option, settings, workers_option
+from wsss.config import read_preset
 from wsss.data.synthetic import SynthConfig, SynthStats, generate_synthetic
 from wsss.errors import ConfigError
 
@@ -50,7 +51,8 @@ SYNTH_HELP = (
     "settable with --set synth.KEY=VALUE; the options below are shortcuts for the common "
     "ones.\n\n"
     "Example:\n\n"
-    "  wsss synth data/synth --train 400 --set synth.body_tint=0.3"
+    "  wsss synth data/synth --train 400 --set synth.body_tint=0.3\n\n"
+    "  wsss synth data/hard --preset hard-bodies   # the benchmark before its calibration"
 )
 
 
@@ -76,6 +78,11 @@ def synth(
         "context_absent_rate", "Chance of a class's context without the class."
     ),
     image_format: ImageFormat | None = _knob("image_format", "Image files: jpg (VOC) or png."),
+    preset: str | None = typer.Option(
+        None,
+        "--preset",
+        help="Pipeline preset or YAML file whose synth section to start from (e.g. hard-bodies).",
+    ),
     sets: list[str] = set_option("synth.body_tint=0.3"),
     workers: int | None = workers_option(None, "rendering images (default: one per CPU core)"),
     force: bool = typer.Option(False, "--force", help="Overwrite a folder holding other data."),
@@ -95,7 +102,11 @@ def synth(
         "context_absent_rate": context_absent_rate,
         "image_format": image_format,
     }
-    config = settings(SynthConfig, sets, shortcuts, section="synth")
+    base = (read_preset(preset).get("synth") or {}) if preset is not None else {}
+    if not isinstance(base, dict):
+        raise ConfigError(f"--preset {preset}: its synth section is not a mapping of knobs")
+    given = {k: v for k, v in shortcuts.items() if v is not None}
+    config = settings(SynthConfig, sets, {**base, **given}, section="synth")
     processes = (os.cpu_count() or 1) if workers is None else max(1, workers)
     stats = generate_synthetic(root, config, progress=progress, force=force, workers=processes)
     console = Console()
