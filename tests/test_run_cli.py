@@ -26,6 +26,7 @@ TINY = [
     "synth.val=4",
     "synth.size_min=64",
     "synth.size_max=72",
+    "synth.head_size=[10,20]",  # heads must fit a 64-px image (size_min // 3)
     "data.val_split=null",
     "data.crop_size=64",
     "data.resize_long=[64,72]",
@@ -203,7 +204,11 @@ def test_maps_on_one_split_scored_on_a_subset(tmp_path):
     from wsss.data.synthetic import SynthConfig, generate_synthetic
 
     root = tmp_path / "data"
-    generate_synthetic(root, SynthConfig(train=16, val=0, size_min=64, size_max=72), progress=False)
+    generate_synthetic(
+        root,
+        SynthConfig(train=16, val=0, size_min=64, size_max=72, head_size=(10, 20)),
+        progress=False,
+    )
     sets = root / "ImageSets" / "Segmentation"
     ids = (sets / "train.txt").read_text().split()
     (sets / "half.txt").write_text("\n".join(ids[: len(ids) // 2]) + "\n")

@@ -31,6 +31,7 @@ TINY = [
     "synth.val=4",
     "synth.size_min=64",
     "synth.size_max=72",
+    "synth.head_size=[10,20]",  # heads must fit a 64-px image (size_min // 3)
     "data.val_split=null",
     "data.crop_size=64",
     "data.resize_long=[64,72]",
