@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tiny_settings import TINY_BENCHMARK, TINY_SEGMENTATION
 from wsss.cli import app
 from wsss.errors import ConfigError
 from wsss.pipeline import RunDir
@@ -22,28 +23,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 # The demo's pipeline shrunk to a few dozen tiny images and one epoch per network.
 TINY = [
+    *TINY_BENCHMARK,
+    *TINY_SEGMENTATION,
     "synth.train=16",
     "synth.val=4",
-    "synth.size_min=64",
-    "synth.size_max=72",
-    "synth.head_size=[10,20]",  # heads must fit a 64-px image (size_min // 3)
-    "data.val_split=null",
-    "data.crop_size=64",
-    "data.resize_long=[64,72]",
     "train.batch_size=4",
-    "train.epochs=1",
-    "train.num_workers=0",
     "report.examples=2",
     "lpcam.k=2",
     "run.ccam=false",
     "refine.methods=[cam]",
     "run.pseudo_masks=cam",
     "refine.workers=0",
-    "segmentation.train.epochs=1",
     "segmentation.train.batch_size=4",
-    "segmentation.train.num_workers=0",
-    "segmentation.crop_size=64",
-    "segmentation.resize_long=[64,72]",
     "segmentation.infer.scales=[1.0]",
 ]
 

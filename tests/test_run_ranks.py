@@ -22,22 +22,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from tiny_settings import TINY_BENCHMARK, TINY_SEGMENTATION
 from wsss.pipeline import RunDir
 from wsss.pipeline.runner import stored_pipeline
 from wsss.pipeline.stages import PrototypeStage, SynthStage, TrainStage
 
 TINY = [
+    *TINY_BENCHMARK,
+    *TINY_SEGMENTATION,
     "synth.train=40",  # the boundary network takes batches of 16 per process
     "synth.val=4",
-    "synth.size_min=64",
-    "synth.size_max=72",
-    "synth.head_size=[10,20]",  # heads must fit a 64-px image (size_min // 3)
-    "data.val_split=null",
-    "data.crop_size=64",
-    "data.resize_long=[64,72]",
     "train.batch_size=2",
-    "train.epochs=1",
-    "train.num_workers=0",
     "maps.scales=[1.0,0.5]",
     "report.examples=2",
     "lpcam.k=2",
@@ -45,11 +40,7 @@ TINY = [
     "refine.workers=0",
     "saliency.train=[train.batch_size=4, data.crop_size=64, 'data.resize_long=[64,72]', "
     "train.strategy_args.direction_images=8]",
-    "segmentation.train.epochs=1",
     "segmentation.train.batch_size=2",
-    "segmentation.train.num_workers=0",
-    "segmentation.crop_size=64",
-    "segmentation.resize_long=[64,72]",
     "segmentation.infer.scales=[1.0,0.5]",
 ]
 

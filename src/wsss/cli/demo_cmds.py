@@ -166,11 +166,16 @@ def demo(
     finally:
         distributed.cleanup()
     if main:
-        console.print()
-        console.print(summary_table(result.results))
-        console.print(timings_table(result.stages, result.seconds))
-        console.print(f"report: {escape(str(result.run.report_path))}")
-        console.print(f"results: {escape(str(result.run.results_path))}")
+        print_run_summary(console, result)
+
+
+def print_run_summary(console: Console, result: Any) -> None:
+    """The results and timings tables of a finished run, and where its files are."""
+    console.print()
+    console.print(summary_table(result.results))
+    console.print(timings_table(result.stages, result.seconds))
+    console.print(f"report: {escape(str(result.run.report_path))}")
+    console.print(f"results: {escape(str(result.run.results_path))}")
 
 
 def _stage_printers(console: Console):

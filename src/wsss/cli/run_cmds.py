@@ -9,7 +9,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from wsss.cli.demo_cmds import _stage_printers, summary_table, timings_table
+from wsss.cli.demo_cmds import _stage_printers, print_run_summary, summary_table
 from wsss.cli.options import escape, set_option
 
 
@@ -92,11 +92,7 @@ def run(
     finally:
         distributed.cleanup()
     if main:
-        console.print()
-        console.print(summary_table(result.results))
-        console.print(timings_table(result.stages, result.seconds))
-        console.print(f"report: {escape(str(result.run.report_path))}")
-        console.print(f"results: {escape(str(result.run.results_path))}")
+        print_run_summary(console, result)
 
 
 def status(
