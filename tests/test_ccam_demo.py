@@ -8,21 +8,15 @@ import json
 import pytest
 import torch
 
+from tiny_settings import TINY_BENCHMARK
 from wsss.io.maps import MapStore
 from wsss.pipeline import RunDir, demo_config, demo_pipeline, run_demo
 
 TINY = [
+    *TINY_BENCHMARK,
     "synth.train=16",
     "synth.val=0",
-    "synth.size_min=64",
-    "synth.size_max=72",
-    "synth.head_size=[10,20]",  # heads must fit a 64-px image (size_min // 3)
-    "data.val_split=null",
-    "data.crop_size=64",
-    "data.resize_long=[64,72]",
     "train.batch_size=4",
-    "train.epochs=1",
-    "train.num_workers=0",
     "maps.scales=[1.0]",
     "report.examples=2",
     "demo.lpcam=false",

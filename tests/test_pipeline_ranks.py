@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from tiny_settings import TINY_BENCHMARK
 from wsss.errors import DataError, WsssError
 from wsss.pipeline import Pipeline, RunDir, Stage
 
@@ -96,18 +97,11 @@ def test_two_ranks_share_one_run_directory(tmp_path: Path) -> None:
 # batch statistics (ConvNeXt: LayerNorm), so two processes with one image each per step and one
 # process accumulating two images compute the same gradients: the results must be the same.
 TINY = [
+    *TINY_BENCHMARK,
     "synth.train=16",
     "synth.val=0",
-    "synth.size_min=64",
-    "synth.size_max=72",
-    "synth.head_size=[10,20]",  # heads must fit a 64-px image (size_min // 3)
-    "data.val_split=null",
-    "data.crop_size=64",
-    "data.resize_long=[64,72]",
     "model.backbone=convnext_atto",
     "train.batch_size=1",
-    "train.epochs=1",
-    "train.num_workers=0",
     "demo.lpcam=false",
     "run.ccam=false",
     "refine.methods=[]",
