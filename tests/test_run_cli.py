@@ -135,6 +135,7 @@ def test_voc12_lpcam_irn_is_the_lpcam_recipe():
         (["run.split=val"], "run.ccam needs run.split"),
         (["run.ccam=false", "refine.saliency=maps/c2am_h"], "refine.saliency: the run makes"),
         (["run.strategy=magic"], "run.strategy"),
+        (["train.strategy=pnoc"], "set run.strategy=pnoc"),
     ],
 )
 def test_settings_that_do_not_fit_together_are_clear_errors(overrides, message):

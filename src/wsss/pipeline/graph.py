@@ -168,6 +168,13 @@ def strategy_config(classifier: Config, config: PipelineConfig, oc: Path) -> Con
 def _classifiers(g: _Graph) -> None:
     rs = g.config.run
     classifier = g.classifier()
+    if classifier.train.strategy != "vanilla":
+        raise ConfigError(
+            f"train.strategy is {classifier.train.strategy!r}, but the run's first classifier "
+            "(cam) is the vanilla CAM, the ordinary classifier of the others: set "
+            f"run.strategy={classifier.train.strategy} (and train.strategy=vanilla) to train it "
+            "as a second classifier"
+        )
     if rs.synthetic:
         g.stages.append(
             SynthStage(
