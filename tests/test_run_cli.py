@@ -85,6 +85,7 @@ def test_voc12_pnoc_is_the_p_noc_recipe():
     c2am_h = stages["train_c2am_h"].config
     assert c2am_h.train.task == "ccam" and c2am_h.model.weights is None
     assert c2am_h.model.pretrained and c2am_h.data.crop_size == 448
+    assert (c2am_h.model.backbone, c2am_h.train.batch_size) == ("resnest269e", 32)
     assert c2am_h.train.strategy_args["hints"] == str(run.maps_dir("pnoc"))
     assert "maps_pnoc" in stages["train_c2am_h"].requires
     # saliency-aware affinity labels; the walk's background is P-NOC's constant 0.30
