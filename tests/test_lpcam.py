@@ -613,3 +613,15 @@ def test_cli_fit_then_maps(tiny, tmp_path):
 
     result = runner.invoke(app, [*fit, "--set", "lpcam.update=mean"])
     assert isinstance(result.exception, ConfigError)
+
+
+def test_classes_per_pass_only_bounds_memory(tiny):
+    # The presets collect a few classes per pass over the images to bound host memory; the
+    # prototypes must be those of one pass.
+    dataset, cams, model = tiny
+    one = fit_prototypes(model, dataset, cams, PrototypeConfig(k=2), progress=False)
+    split = fit_prototypes(
+        model, dataset, cams, PrototypeConfig(k=2, classes_per_pass=1), progress=False
+    )
+    for a, b in zip(one.foreground + one.context, split.foreground + split.context, strict=True):
+        assert torch.equal(a, b)
