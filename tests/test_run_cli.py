@@ -181,7 +181,15 @@ def test_run_status_report_end_to_end(tmp_path):
     assert "stale" in lines["lpcam_fit"] and "k 2 → 3" in lines["lpcam_fit"]
     assert "stale" in lines["eval_lpcam"] and "upstream stage ran again" in lines["eval_lpcam"]
     assert "done" in lines["rw_cam"]  # the CAM's branch does not read the prototypes
-    assert "pending" in lines["report"] and "resume: wsss" in status.output
+    assert "pending" in lines["report"]
+    # Started from Python (here: pytest), the run resumes from the settings it recorded; that
+    # command would rerun exactly the stages the status calls stale or pending.
+    resume = f"wsss run {out / 'config.yaml'} --out {out}"
+    assert f"resume: {resume}" in status.output
+    plan = CliRunner().invoke(app, [*resume.split()[1:], "--dry-run"], terminal_width=200)
+    planned = [line.split(":")[0] for line in plan.output.splitlines() if ": " in line]
+    not_done = [name for name, line in lines.items() if "stale" in line or "pending" in line]
+    assert planned == [n for n in names if n in not_done] and len(planned) == 5
 
     # The report is rebuilt from the files alone.
     (out / "report.html").unlink()
@@ -232,3 +240,24 @@ def test_status_and_report_refuse_a_folder_that_is_not_a_run(tmp_path):
         assert "no config.yaml" in str(result.exception)
         missing = CliRunner().invoke(app, [command, str(tmp_path / "nope")])
         assert "no such run directory" in str(missing.exception)
+
+
+@pytest.mark.parametrize(
+    ("argv", "runs", "expected"),
+    [
+        (["/venv/bin/wsss", "demo", "--out", "r x"], None, "wsss demo --out 'r x'"),
+        (["/src/wsss/__main__.py", "run", "synth-full"], None, "wsss run synth-full"),
+        (["/venv/bin/pytest", "-q"], None, "wsss run {run}/config.yaml --out {run}"),
+        (
+            ["/venv/bin/python"],
+            {"cam": {}, "occse": {}},
+            "wsss demo --compare --out {run} --runs cam,occse",
+        ),
+    ],
+)
+def test_the_resume_line_is_the_command_that_made_the_run(tmp_path, argv, runs, expected):
+    from wsss.cli.run_cmds import _resume_line
+
+    run = RunDir(tmp_path / "run")
+    run.write_config({"runs": runs} if runs else {}, {}, extra={"command": argv})
+    assert _resume_line(run) == expected.format(run=run.path)

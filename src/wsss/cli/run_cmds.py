@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich import box
@@ -136,19 +137,27 @@ def status(
         )
     console.print(table)
     console.print(", ".join(f"{n} {state}" for state, n in counts.items() if n))
-    info = run.read_info()
-    command = info.get("command")
-    if any(counts[s] for s in ("stale", "pending", "interrupted")) and command:
-        console.print(f"resume: [bold]{escape(_command_line(command))}[/]")
+    if any(counts[s] for s in ("stale", "pending", "interrupted")):
+        console.print(f"resume: [bold]{escape(_resume_line(run))}[/]", soft_wrap=True)
 
 
-def _command_line(argv: list[str]) -> str:
+def _resume_line(run: Any) -> str:
+    """The command that resumes ``run``: its own command line when ``wsss`` made it, else
+    one that reads the settings the run recorded (``config.yaml`` holds all of them)."""
     import shlex
 
-    args = list(argv)
-    if args and Path(args[0]).name in ("wsss", "__main__.py"):
-        args[0] = "wsss"
-    return " ".join(shlex.quote(a) for a in args)
+    argv = list(run.read_info().get("command") or [])
+    if argv and (
+        Path(argv[0]).name == "wsss"
+        or (Path(argv[0]).name == "__main__.py" and Path(argv[0]).parent.name == "wsss")
+    ):
+        return shlex.join(["wsss", *argv[1:]])
+    runs = run.read_config().get("runs")
+    if isinstance(runs, dict):  # a strategy comparison
+        return shlex.join(
+            ["wsss", "demo", "--compare", "--out", str(run.path), "--runs", ",".join(runs)]
+        )
+    return shlex.join(["wsss", "run", str(run.config_path), "--out", str(run.path)])
 
 
 def report(
