@@ -314,4 +314,5 @@ def _with_predictions(run: RunDir, example_set: ExampleSet, device: str | None) 
         example_set.fixed,
         example_set.worst,
         rank_by=None if rank is None else rank.title,
+        choice=choice,  # the optional column leaves it as it is: no second scan of the split
     )

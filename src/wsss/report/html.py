@@ -294,7 +294,7 @@ def render_html(
     elif fields:
         raise TypeError("give the fields inside the ReportInputs, not as keywords")
     base = None if base_dir is None else Path(base_dir)
-    choices = [choose_examples(example_set) for example_set in inputs.examples]
+    choices = [s.choice or choose_examples(s) for s in inputs.examples]
     matrices = {n: r["confusion"] for n, r in inputs.results.items() if r.get("confusion")}
     matrices.update(inputs.confusion)
     for example_set, choice in zip(inputs.examples, choices, strict=True):

@@ -161,6 +161,9 @@ class ExampleSet:
         rank_by: Title of the required ``mask`` or ``seed`` column ranking the worst images;
             default the last required ``mask`` column, else the last required ``seed`` column,
             else none.
+        choice: The images already chosen (:func:`wsss.report.examples.choose_examples` of
+            this set; optional columns do not change it), so that a caller who chose them to
+            fill an optional column does not make the report scan the split again.
     """
 
     dataset: SegmentationDataset
@@ -169,6 +172,7 @@ class ExampleSet:
     fixed: int = 4
     worst: int = 4
     rank_by: str | None = None
+    choice: Any = None
 
     def ranking_column(self) -> ExampleColumn | None:
         """The column whose per-image IoU picks the worst images (None: no worst images).
