@@ -21,10 +21,14 @@ def _console() -> Console:
     return console
 
 
-def _presets_line() -> str:
-    from wsss.pipeline.config import pipeline_presets
+def _existing_run(path: Path):
+    """The run directory at ``path``, which must exist (a RunDir would create it)."""
+    from wsss.errors import ConfigError
+    from wsss.pipeline.rundir import RunDir
 
-    return ", ".join(pipeline_presets())
+    if not path.is_dir():
+        raise ConfigError(f"{path}: no such run directory")
+    return RunDir(path)
 
 
 def run(
@@ -100,15 +104,10 @@ def status(
     run_dir: Path = typer.Argument(..., metavar="RUN", help="A run directory."),
 ) -> None:
     """``wsss status RUN``: each stage done, stale (and why) or pending."""
-    from wsss.pipeline.rundir import RunDir
     from wsss.pipeline.runner import stored_pipeline
 
     console = _console()
-    if not run_dir.is_dir():
-        from wsss.errors import ConfigError
-
-        raise ConfigError(f"{run_dir}: no such run directory")
-    run = RunDir(run_dir)
+    run = _existing_run(run_dir)
     pipeline, _ = stored_pipeline(run)
     why = dict(pipeline.explain(run))
     table = Table(title=f"stages of {escape(str(run_dir))}", box=box.SIMPLE_HEAD)
@@ -167,14 +166,9 @@ def report(
     ),
 ) -> None:
     """``wsss report RUN``: render ``RUN/report.html`` again from the run's files."""
-    from wsss.pipeline.rundir import RunDir
     from wsss.pipeline.runner import rebuild_report
 
-    if not run_dir.is_dir():
-        from wsss.errors import ConfigError
-
-        raise ConfigError(f"{run_dir}: no such run directory")
-    run = RunDir(run_dir)
+    run = _existing_run(run_dir)
     path = rebuild_report(run, examples)
     _console().print(f"report: {escape(str(path))}")
     if run.results():

@@ -24,7 +24,6 @@ from wsss.pipeline.rundir import RunDir
 from wsss.pipeline.runner import RunResult, config_writer, run_config, run_pipeline
 
 __all__ = [
-    "STRATEGIES",
     "DemoResult",
     "config_writer",
     "data_root",
@@ -32,8 +31,6 @@ __all__ = [
     "demo_pipeline",
     "run_demo",
 ]
-
-STRATEGIES = ("vanilla", "pnoc")
 
 
 def demo_config(

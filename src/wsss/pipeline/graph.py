@@ -39,6 +39,7 @@ from wsss.pipeline.refine_stages import (
     RandomWalkStage,
     boundary_base_config,
     refine_stages,
+    rw_dir,
 )
 from wsss.pipeline.rundir import RunDir
 from wsss.pipeline.saliency_stages import (
@@ -350,8 +351,6 @@ def _segmentation(g: _Graph, refined: Sequence[str]) -> None:
             f"run.segmentation trains on data.split ({g.config.data.split!r}) but the pseudo "
             f"masks cover run.split ({rs.split!r}); make them equal"
         )
-    from wsss.pipeline.refine_stages import rw_dir
-
     data = dataclasses.replace(g.config.data, root=str(g.root), format=g.fmt)
     stages = segmentation_stages(
         g.config.segmentation,
